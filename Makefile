@@ -1,0 +1,54 @@
+# Two commands matter: `make demo` and `make test`. Both set everything up from a bare Python 3.11+.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# The CI machine's PostgreSQL 15; the database tests run there too when it answers.
+PG15_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+
+export RUNTIME__DLTHUB_TELEMETRY := false
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test lint dbt-build pytest pytest-pg15 bench docs clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+## demo: embedded PostgreSQL + sandbox, two tenants scanned, dbt build, summary
+demo: install
+	$(PY) -m loader demo
+
+## test: lint, dbt build on a throwaway database, pytest on embedded PG 18 and CI's PG 15
+test: install lint dbt-build pytest pytest-pg15
+
+lint: install
+	$(PY) -m ruff check loader tests
+	$(PY) -m loader lint
+
+dbt-build: install
+	@home=$$(mktemp -d /tmp/loader-dbt-XXXXXX) && chmod 755 $$home && \
+	  (LOADER_HOME=$$home DATABASE_URL= $(PY) -m loader transform; rc=$$?; \
+	   LOADER_HOME=$$home DATABASE_URL= $(PY) -m loader db stop >/dev/null; rm -rf $$home; exit $$rc)
+
+pytest: install
+	DATABASE_URL= $(PY) -m pytest
+
+pytest-pg15: install
+	@if $(PY) -c "import psycopg2; psycopg2.connect('$(PG15_URL)', connect_timeout=3).close()" 2>/dev/null; then \
+	  echo "== pytest against PostgreSQL at $(PG15_URL) =="; \
+	  DATABASE_URL=$(PG15_URL) $(PY) -m pytest -m "not embedded_only"; \
+	else echo "== PostgreSQL at $(PG15_URL) not reachable: skipping the second database run =="; fi
+
+bench: install
+	$(PY) -m bench $(BENCH_ARGS)
+
+docs: install
+	$(PY) -m loader dbt docs generate
+
+clean:
+	rm -rf $(VENV) .loader .pytest_cache

@@ -1,0 +1,28 @@
+{#-
+    The loader's tables appear with the first scan. Before that (a fresh database, CI), staging
+    still builds: this returns the source relation if it exists, else an empty typed relation
+    with the columns the loader creates.
+-#}
+{% macro source_or_empty(source_name, table_name, columns) -%}
+    {%- set relation = source(source_name, table_name) -%}
+    {%- if execute -%}
+        {%- set existing = adapter.get_relation(
+            database=relation.database,
+            schema=relation.schema,
+            identifier=relation.identifier
+        ) -%}
+    {%- else -%}
+        {%- set existing = relation -%}
+    {%- endif -%}
+    {%- if existing is not none -%}
+        {{ relation }}
+    {%- else -%}
+        (
+            select
+                {%- for name, data_type in columns.items() %}
+                    cast(null as {{ data_type }}) as {{ name }}{{ "," if not loop.last }}
+                {%- endfor %}
+            where false
+        )
+    {%- endif -%}
+{%- endmacro %}

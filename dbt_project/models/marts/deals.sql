@@ -1,0 +1,238 @@
+{#-
+    One row per (tenant, deal): the latest version HubSpot sent, typed as the seed's design.
+
+    Incremental merge on (_tenant_id, id). Each build takes the raw rows extracted since the
+    tenant's high-water mark by scans that have finished (never rows of a scan still loading),
+    plus the current row of every deal they touch, and works out for each deal:
+    - the latest version (latest hs_lastmodifieddate wins, then latest extraction);
+    - created_at: the first time we stored the deal;
+    - updated_at: when its content (properties, archived) last changed.
+    The same computation over the whole raw history gives the same rows (--full-refresh).
+-#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key=['_tenant_id', 'id'],
+        on_schema_change='append_new_columns',
+    )
+}}
+
+with
+
+stg_hubspot__deals as (
+
+    select * from {{ ref('stg_hubspot__deals') }}
+
+),
+
+stg_loader__scan_jobs as (
+
+    select * from {{ ref('stg_loader__scan_jobs') }}
+
+),
+
+finished_scans as (
+
+    select id as scan_job_id
+    from stg_loader__scan_jobs
+    where status in ('completed', 'failed', 'cancelled')
+
+),
+
+{% if is_incremental() %}
+
+    high_water_marks as (
+
+        select
+            _tenant_id,
+            max(_extracted_at) as max_extracted_at
+        from {{ this }}
+        group by _tenant_id
+
+    ),
+
+{% endif %}
+
+new_rows as (
+
+    select stg_hubspot__deals.*
+    from stg_hubspot__deals
+    inner join finished_scans
+        on stg_hubspot__deals.scan_job_id = finished_scans.scan_job_id
+    {% if is_incremental() %}
+        left join high_water_marks
+            on stg_hubspot__deals._tenant_id = high_water_marks._tenant_id
+        where
+            stg_hubspot__deals._extracted_at
+            > coalesce(high_water_marks.max_extracted_at, '-infinity'::timestamp)
+    {% endif %}
+
+),
+
+{% if is_incremental() %}
+
+    touched_deals as (
+
+        select distinct
+            _tenant_id,
+            id
+        from new_rows
+
+    ),
+
+{% endif %}
+
+versions as (
+
+    select
+        *,
+        md5(properties::text || archived::text) as content_hash,
+        _extracted_at as first_seen_at,
+        _extracted_at as content_since
+    from new_rows
+
+    {% if is_incremental() %}
+
+        union all
+
+        select
+            current_rows.id,
+            current_rows.scan_job_id,
+            current_rows._scan_id,
+            current_rows._tenant_id,
+            current_rows._extracted_at,
+            current_rows.dealname,
+            null as amount_raw,
+            current_rows.amount,
+            current_rows.dealstage,
+            current_rows.pipeline,
+            current_rows.createdate,
+            current_rows.closedate,
+            current_rows.dealtype,
+            current_rows.hubspot_owner_id,
+            current_rows.description,
+            current_rows.deal_currency_code,
+            current_rows.hs_next_step,
+            current_rows.hs_priority,
+            current_rows.archived,
+            current_rows.properties,
+            current_rows.hubspot_created_at,
+            current_rows.hubspot_updated_at,
+            null as hubspot_archived_at,
+            md5(current_rows.properties::text || current_rows.archived::text) as content_hash,
+            current_rows.created_at as first_seen_at,
+            current_rows.updated_at as content_since
+        from {{ this }} as current_rows
+        inner join touched_deals
+            on
+                current_rows._tenant_id = touched_deals._tenant_id
+                and current_rows.id = touched_deals.id
+
+    {% endif %}
+
+),
+
+ordered as (
+
+    select
+        *,
+        row_number() over newest_first as recency,
+        lag(content_hash) over oldest_first as previous_content_hash
+    from versions
+    window
+        newest_first as (
+            partition by _tenant_id, id
+            order by hubspot_updated_at desc nulls last, _extracted_at desc, content_hash desc
+        ),
+        oldest_first as (
+            partition by _tenant_id, id
+            order by hubspot_updated_at asc nulls first, _extracted_at asc, content_hash asc
+        )
+
+),
+
+islands as (
+
+    select
+        *,
+        sum(
+            case when content_hash is distinct from previous_content_hash then 1 else 0 end
+        ) over (
+            partition by _tenant_id, id
+            order by hubspot_updated_at asc nulls first, _extracted_at asc, content_hash asc
+            rows between unbounded preceding and current row
+        ) as content_version
+    from ordered
+
+),
+
+per_deal as (
+
+    select
+        _tenant_id,
+        id,
+        min(first_seen_at) as created_at,
+        max(content_version) as last_version
+    from islands
+    group by _tenant_id, id
+
+),
+
+last_change as (
+
+    select
+        islands._tenant_id,
+        islands.id,
+        min(islands.content_since) as updated_at
+    from islands
+    inner join per_deal
+        on
+            islands._tenant_id = per_deal._tenant_id
+            and islands.id = per_deal.id
+            and islands.content_version = per_deal.last_version
+    group by islands._tenant_id, islands.id
+
+),
+
+final as (
+
+    select
+        latest.id::varchar(50) as id,
+        latest.scan_job_id::varchar(50) as scan_job_id,
+        latest._scan_id::varchar(255) as _scan_id,
+        latest._tenant_id::varchar(255) as _tenant_id,
+        latest._extracted_at::timestamp as _extracted_at,
+        latest.dealname::varchar(500) as dealname,
+        latest.amount::numeric(15, 2) as amount,
+        latest.dealstage::varchar(100) as dealstage,
+        latest.pipeline::varchar(100) as pipeline,
+        latest.createdate::timestamp as createdate,
+        latest.closedate::timestamp as closedate,
+        latest.dealtype::varchar(50) as dealtype,
+        latest.hubspot_owner_id::varchar(50) as hubspot_owner_id,
+        latest.description::text as description,
+        latest.deal_currency_code::varchar(10) as deal_currency_code,
+        latest.hs_next_step::varchar(500) as hs_next_step,
+        latest.hs_priority::varchar(50) as hs_priority,
+        latest.archived::boolean as archived,
+        latest.properties::jsonb as properties,
+        latest.hubspot_created_at::timestamp as hubspot_created_at,
+        latest.hubspot_updated_at::timestamp as hubspot_updated_at,
+        per_deal.created_at::timestamp as created_at,
+        last_change.updated_at::timestamp as updated_at
+
+    from islands as latest
+    inner join per_deal
+        on
+            latest._tenant_id = per_deal._tenant_id
+            and latest.id = per_deal.id
+    inner join last_change
+        on
+            latest._tenant_id = last_change._tenant_id
+            and latest.id = last_change.id
+    where latest.recency = 1
+
+)
+
+select * from final

@@ -1,0 +1,1 @@
+"""HubSpot deals ELT: dlt extraction, scan jobs, dbt transformation."""

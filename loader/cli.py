@@ -1,0 +1,270 @@
+"""Command line: ``python -m loader COMMAND``.
+
+Errors are one line on stderr with a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from . import settings  # noqa: F401 - switches telemetry off before dlt/dbt load
+from .errors import LoaderError, UsageError
+from .ids import validate_scan_id, validate_tenant_id
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _positive_int(text) if text != "0" else 0
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m loader", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug output")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="scan one tenant (or all) into raw_hubspot, then dbt build")
+    who = run.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="tenant id (token from the tenants file or env)")
+    who.add_argument("--all", action="store_true", help="every tenant in the tenants file")
+    run.add_argument("--concurrency", type=_positive_int, default=1,
+                     help="with --all: tenants scanned at once (default 1)")
+    run.add_argument("--full-refresh", action="store_true",
+                     help="re-read every deal via the list endpoint instead of searching changes")
+    run.add_argument("--batch-size", type=_positive_int, default=settings.DEFAULT_BATCH_SIZE,
+                     help="records per progress update / cancellation check (default 50)")
+    run.add_argument("--lookback-seconds", type=_non_negative_int, default=300,
+                     help="incremental re-read window for search-index lag (default 300)")
+    run.add_argument("--no-stage-history", action="store_true",
+                     help="skip dealstage history (halves list requests)")
+    run.add_argument("--no-transform", action="store_true", help="do not run dbt after loading")
+    run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
+                     help="progress bar on stderr (default: when stderr is a terminal)")
+
+    status = sub.add_parser("status", help="show one scan job")
+    status.add_argument("scan_id")
+    status.add_argument("--json", action="store_true")
+
+    scans = sub.add_parser("scans", help="list scan jobs, newest first")
+    scans.add_argument("--active", action="store_true", help="only pending/running scans")
+    scans.add_argument("--tenant", help="only this tenant's scans")
+    scans.add_argument("--limit", type=_positive_int, default=50)
+    scans.add_argument("--json", action="store_true")
+
+    cancel = sub.add_parser("cancel", help="cancel a pending/running scan")
+    cancel.add_argument("scan_id")
+
+    transform = sub.add_parser("transform", help="run dbt build alone, same connection")
+    transform.add_argument("--full-refresh", action="store_true")
+    transform.add_argument("--select", nargs="+", help="dbt node selection")
+
+    dbt = sub.add_parser("dbt", help="run any dbt command with the loader's connection",
+                         add_help=False)
+    dbt.add_argument("dbt_args", nargs=argparse.REMAINDER)
+
+    dbc = sub.add_parser("db", help="the database in use")
+    dbc.add_argument("action", choices=("url", "stop"),
+                     help="url: print it (starting the embedded server); stop: stop embedded")
+
+    sub.add_parser("sandbox", help="serve the HubSpot-compatible sandbox (see --help)",
+                   add_help=False).add_argument("sandbox_args", nargs=argparse.REMAINDER)
+
+    lint = sub.add_parser("lint", help="sqlfluff lint the dbt project (dbt templater)")
+    lint.add_argument("paths", nargs="*", default=["dbt_project"])
+
+    demo = sub.add_parser("demo", help="sandbox + two demo tenants + scans + dbt + summary")
+    demo.add_argument("--deals", type=_positive_int, default=2000)
+    demo.add_argument("--seed", type=int, default=42)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Pass-through commands keep their own argument parsing.
+    if argv[:1] == ["sandbox"]:
+        from .sandbox import main as sandbox_main
+
+        return sandbox_main(argv[1:])
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.DEBUG if args.verbose else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        return _dispatch(args)
+    except LoaderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    handler = {
+        "run": _cmd_run,
+        "status": _cmd_status,
+        "scans": _cmd_scans,
+        "cancel": _cmd_cancel,
+        "transform": _cmd_transform,
+        "dbt": _cmd_dbt,
+        "db": _cmd_db,
+        "demo": _cmd_demo,
+        "lint": _cmd_lint,
+    }[args.command]
+    return int(handler(args))
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import scan, transform
+    from .report import print_scan_results
+
+    if args.all:
+        from .tenants import load_tenants
+
+        tenant_ids = list(load_tenants())
+        if not tenant_ids:
+            raise UsageError(f"--all: no tenants in {settings.tenants_file()}")
+    else:
+        tenant_ids = [validate_tenant_id(args.tenant)]
+    show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
+    options = [
+        scan.ScanOptions(
+            tenant_id=t,
+            full_refresh=args.full_refresh,
+            batch_size=args.batch_size,
+            lookback_seconds=args.lookback_seconds,
+            stage_history=not args.no_stage_history,
+            show_progress=show and not args.json,
+        )
+        for t in tenant_ids
+    ]
+    results = scan.run_many(options, concurrency=args.concurrency)
+    print_scan_results(results, as_json=args.json)
+    ok = all(r.status == "completed" for r in results)
+    if any(r.status == "completed" for r in results) and not args.no_transform:
+        transform.build(quiet=args.json)
+    if not ok:
+        bad = [r for r in results if r.status != "completed"]
+        for r in bad:
+            print(f"error: scan {r.scan_id} for tenant {r.tenant_id} {r.status}: "
+                  f"{r.error_message or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from . import db, scan_jobs
+    from .report import print_jobs
+
+    scan_id = validate_scan_id(args.scan_id)
+    conn = db.connect()
+    try:
+        scan_jobs.ensure_schema(conn)
+        job = scan_jobs.get(conn, scan_id)
+    finally:
+        conn.close()
+    print_jobs([job], as_json=args.json, single=True)
+    return 0
+
+
+def _cmd_scans(args: argparse.Namespace) -> int:
+    from . import db, scan_jobs
+    from .report import print_jobs
+
+    tenant = validate_tenant_id(args.tenant) if args.tenant else None
+    conn = db.connect()
+    try:
+        scan_jobs.ensure_schema(conn)
+        jobs = scan_jobs.list_jobs(conn, active=args.active, tenant_id=tenant, limit=args.limit)
+    finally:
+        conn.close()
+    print_jobs(jobs, as_json=args.json)
+    return 0
+
+
+def _cmd_cancel(args: argparse.Namespace) -> int:
+    from . import db, scan_jobs
+
+    scan_id = validate_scan_id(args.scan_id)
+    conn = db.connect()
+    try:
+        scan_jobs.ensure_schema(conn)
+        changed, status = scan_jobs.cancel(conn, scan_id)
+    finally:
+        conn.close()
+    if changed:
+        print(f"scan {scan_id} cancelled; the running loader stops within one batch")
+        return 0
+    raise LoaderError(f"scan {scan_id} is already {status}; nothing changed")
+
+
+def _cmd_transform(args: argparse.Namespace) -> int:
+    from . import transform
+
+    transform.build(full_refresh=args.full_refresh, select=args.select)
+    return 0
+
+
+def _cmd_dbt(args: argparse.Namespace) -> int:
+    from . import transform
+
+    dbt_args = [a for a in args.dbt_args if a != "--"] or ["--help"]
+    return transform.run_dbt(dbt_args)
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    from . import db
+
+    if args.action == "url":
+        print(db.database_url())
+    else:
+        if settings.database_url_env():
+            raise UsageError("DATABASE_URL is set: the embedded server is not in use")
+        print("embedded PostgreSQL stopped" if db.stop_embedded() else "embedded PostgreSQL "
+              "was not running")
+    return 0
+
+
+def _cmd_lint(args: argparse.Namespace) -> int:
+    from . import transform
+
+    return transform.run_sqlfluff(["lint", *args.paths])
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(deals=args.deals, seed=args.seed)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def dumps(value: Any) -> str:
+    """JSON for ``--json`` output (datetimes as ISO-8601)."""
+    return json.dumps(value, default=_json_default, indent=2, ensure_ascii=False)

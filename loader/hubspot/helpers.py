@@ -1,0 +1,381 @@
+"""HTTP access to HubSpot's CRM v3 API: auth, retries, pacing, paging and the search walker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import requests
+from dlt.sources.helpers.requests import Client
+
+from ..errors import LoaderError
+from . import settings
+from .pacer import PacedAdapter, RequestPacer
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUS = (429, 500, 502, 503, 504)
+
+
+class HubSpotError(LoaderError):
+    """HubSpot answered in a way the scan cannot continue from."""
+
+
+class HubSpotClient:
+    """A HubSpot API client for one portal (tenant), with retries and rate-limit pacing.
+
+    Retries (429 and 5xx, honouring ``Retry-After``, plus connection errors and truncated bodies)
+    come from dlt's requests helper; every attempt passes through the portal's
+    :class:`RequestPacer`. 401/403 fail at once with a message naming the tenant — never the token.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        access_token: str,
+        tenant_id: str,
+        *,
+        pacer: RequestPacer | None = None,
+        max_attempts: int = 8,
+        backoff_factor: float = 0.5,
+        max_retry_delay: float = 30.0,
+        timeout: float = 60.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.tenant_id = tenant_id
+        self.pacer = pacer or RequestPacer()
+        client = Client(
+            request_timeout=timeout,
+            raise_for_status=False,
+            status_codes=RETRY_STATUS,
+            request_max_attempts=max_attempts,
+            request_backoff_factor=backoff_factor,
+            request_max_retry_delay=max_retry_delay,
+            respect_retry_after_header=True,
+        )
+        self.session: requests.Session = client.session
+        adapter = PacedAdapter(self.pacer, pool_maxsize=8)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["Authorization"] = f"Bearer {access_token}"
+        self.session.headers["Accept"] = "application/json"
+        self.max_attempts = max_attempts
+
+    # -- transport ---------------------------------------------------------------------------
+
+    def get(self, path: str, params: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+        """GET ``path`` with query ``params`` (repeated keys allowed); the parsed JSON object."""
+        query = urlencode(list(params))
+        url = f"{self.base_url}{path}" + (f"?{query}" if query else "")
+        if len(url) - len(self.base_url) > settings.MAX_URL_LENGTH:
+            raise HubSpotError(f"internal: request URL for {path} exceeds the safe length")
+        return self._request("GET", url, None)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST a JSON ``body`` to ``path``; the parsed JSON object."""
+        return self._request("POST", f"{self.base_url}{path}", orjson.dumps(body))
+
+    def _request(self, method: str, url: str, body: bytes | None) -> dict[str, Any]:
+        path = url[len(self.base_url):].split("?", 1)[0]
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                response = self.session.request(method, url, data=body, headers=headers)
+            except requests.RequestException as exc:
+                raise HubSpotError(
+                    f"tenant {self.tenant_id}: {method} {path} failed after retries: "
+                    f"{type(exc).__name__}"
+                ) from None
+            if response.status_code in (401, 403):
+                raise HubSpotError(
+                    f"tenant {self.tenant_id}: HubSpot refused the access token "
+                    f"({response.status_code} {_category(response)}); check the tenant's token"
+                )
+            if response.status_code in RETRY_STATUS:
+                raise HubSpotError(
+                    f"tenant {self.tenant_id}: {method} {path} still failing with "
+                    f"{response.status_code} after {self.max_attempts} attempts"
+                )
+            if response.status_code >= 400:
+                raise HubSpotError(
+                    f"tenant {self.tenant_id}: {method} {path} answered {response.status_code}: "
+                    f"{_message(response)}"
+                )
+            try:
+                payload = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                # A body cut short in transit: worth another try, then a clear failure.
+                if attempt < self.max_attempts:
+                    logger.warning("tenant %s: %s %s: body is not JSON, retrying",
+                                   self.tenant_id, method, path)
+                    continue
+                raise HubSpotError(
+                    f"tenant {self.tenant_id}: {method} {path} returned 200 with a body that is "
+                    "not JSON"
+                ) from None
+            if not isinstance(payload, dict):
+                raise HubSpotError(
+                    f"tenant {self.tenant_id}: {method} {path} returned 200 with a body that is "
+                    "not a JSON object"
+                )
+            return payload
+        raise AssertionError("unreachable")
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    def deal_property_names(self) -> list[str]:
+        """Every deal property name the portal defines, custom ones included."""
+        payload = self.get(settings.PROPERTIES_PATH, [("archived", "false")])
+        results = _results(payload, self.tenant_id, settings.PROPERTIES_PATH)
+        names = [r["name"] for r in results if isinstance(r, dict) and r.get("name")]
+        ordered = dict.fromkeys([*settings.REQUIRED_PROPERTIES, *names])
+        return list(ordered)
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """The portal's deal pipelines with their stages."""
+        payload = self.get(settings.PIPELINES_PATH)
+        return _results(payload, self.tenant_id, settings.PIPELINES_PATH)
+
+    def split_properties(
+        self, properties: Sequence[str], fixed: Sequence[tuple[str, str]]
+    ) -> tuple[list[str], list[str]]:
+        """Split ``properties`` into those that fit in a list URL and the rest."""
+        budget = settings.MAX_URL_LENGTH - len(settings.DEALS_PATH) - 1
+        budget -= len(urlencode([*fixed, ("after", "9" * 24)])) + len("&properties=")
+        fitted: list[str] = []
+        used = 0
+        for index, name in enumerate(properties):
+            cost = len(urlencode([("p", name)])) - 2 + 3  # encoded name + encoded comma
+            if used + cost > budget:
+                return fitted, list(properties[index:])
+            fitted.append(name)
+            used += cost
+        return fitted, []
+
+    def list_deals(
+        self,
+        properties: Sequence[str],
+        *,
+        archived: bool = False,
+        history_of: Sequence[str] = (),
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of deals from the list endpoint, all ``properties`` filled in.
+
+        Properties that do not fit in the URL are fetched for the same page through a POST batch
+        read and merged in, so no request exceeds HubSpot's URL length limit.
+        """
+        limit = settings.HISTORY_PAGE_SIZE if history_of else settings.LIST_PAGE_SIZE
+        fixed: list[tuple[str, str]] = [("limit", str(limit)), ("archived", str(archived).lower())]
+        if history_of:
+            fixed.append(("propertiesWithHistory", ",".join(history_of)))
+        in_url, rest = self.split_properties(properties, fixed)
+        after: str | None = None
+        while True:
+            params = list(fixed)
+            if in_url:
+                params.append(("properties", ",".join(in_url)))
+            if after:
+                params.append(("after", after))
+            payload = self.get(settings.DEALS_PATH, params)
+            page = _results(payload, self.tenant_id, settings.DEALS_PATH)
+            if rest and page:
+                self._fill_properties(page, rest, archived=archived)
+            yield page
+            after = _next_after(payload)
+            if not after:
+                return
+
+    def read_deals(
+        self,
+        ids: Sequence[str],
+        properties: Sequence[str],
+        *,
+        archived: bool = False,
+        history_of: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """Batch-read deals by id (≤ 100 per request, ≤ 50 with history)."""
+        out: list[dict[str, Any]] = []
+        size = settings.HISTORY_PAGE_SIZE if history_of else settings.BATCH_READ_SIZE
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            body: dict[str, Any] = {
+                "inputs": [{"id": i} for i in chunk],
+                "properties": list(properties),
+                "propertiesWithHistory": list(history_of),
+            }
+            path = settings.DEALS_BATCH_READ_PATH + ("?archived=true" if archived else "")
+            payload = self.post(path, body)
+            out.extend(_results(payload, self.tenant_id, settings.DEALS_BATCH_READ_PATH))
+        return out
+
+    def _fill_properties(
+        self, page: list[dict[str, Any]], properties: Sequence[str], *, archived: bool
+    ) -> None:
+        by_id = {d["id"]: d for d in page}
+        for extra in self.read_deals(list(by_id), properties, archived=archived):
+            target = by_id.get(extra.get("id"))
+            if target is not None:
+                target.setdefault("properties", {}).update(extra.get("properties") or {})
+
+    def count_deals(self) -> int:
+        """How many live (not archived) deals the portal has, per the search API's ``total``."""
+        body = {"limit": 1, "properties": ["hs_object_id"]}
+        payload = self.post(settings.DEALS_SEARCH_PATH, body)
+        total = payload.get("total")
+        return int(total) if isinstance(total, int) else 0
+
+    def search_modified(
+        self,
+        properties: Sequence[str],
+        since_ms: int,
+        until_ms: int,
+        *,
+        on_total: Any = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield pages of deals with ``since_ms <= hs_lastmodifieddate <= until_ms``, each once.
+
+        The search API stops at 10,000 results per query. We sort by modification time and, at
+        the cap, start a new query from the last timestamp seen, skipping the deals already
+        emitted at exactly that timestamp. If a whole capped query shares one timestamp (more
+        than 10,000 deals changed in the same millisecond), we walk that timestamp by
+        ``hs_object_id`` instead, so the walk always makes progress and never loops.
+        """
+        cursor = settings.CURSOR_PROPERTY
+        lo = since_ms
+        seen_at_lo: set[str] = set()
+        first = True
+        while lo <= until_ms:
+            filters = [
+                {"propertyName": cursor, "operator": "GTE", "value": str(lo)},
+                {"propertyName": cursor, "operator": "LTE", "value": str(until_ms)},
+            ]
+            sort = {"propertyName": cursor, "direction": "ASCENDING"}
+            max_ts, seen_at_max, capped = lo, set(seen_at_lo), False
+            emitted_any = False
+            for page, total, capped_now in self._search_query(properties, filters, sort):
+                if first and on_total is not None:
+                    on_total(total)
+                first = False
+                fresh = []
+                for deal in page:
+                    ts = _modified_ms(deal)
+                    if ts == max_ts and deal["id"] in seen_at_max:
+                        continue
+                    if ts > max_ts:
+                        max_ts, seen_at_max = ts, set()
+                    seen_at_max.add(deal["id"])
+                    fresh.append(deal)
+                if fresh:
+                    emitted_any = True
+                    yield fresh
+                capped = capped_now
+            if not capped:
+                return
+            if max_ts > lo or (emitted_any and max_ts != lo):
+                lo, seen_at_lo = max_ts, seen_at_max
+                continue
+            # Every result of a capped query had the same timestamp: walk it by object id.
+            yield from self._walk_one_timestamp(properties, lo, seen_at_max)
+            lo, seen_at_lo = lo + 1, set()
+
+    def _walk_one_timestamp(
+        self, properties: Sequence[str], ts: int, already: set[str]
+    ) -> Iterator[list[dict[str, Any]]]:
+        last_id = 0
+        while True:
+            filters = [
+                {"propertyName": settings.CURSOR_PROPERTY, "operator": "EQ", "value": str(ts)},
+                {"propertyName": "hs_object_id", "operator": "GT", "value": str(last_id)},
+            ]
+            sort = {"propertyName": "hs_object_id", "direction": "ASCENDING"}
+            capped = False
+            for page, _total, capped_now in self._search_query(properties, filters, sort):
+                fresh = [d for d in page if d["id"] not in already]
+                if page:
+                    last_id = max(last_id, *(int(d["id"]) for d in page))
+                if fresh:
+                    yield fresh
+                capped = capped_now
+            if not capped:
+                return
+
+    def _search_query(
+        self, properties: Sequence[str], filters: list[dict[str, Any]], sort: dict[str, str]
+    ) -> Iterator[tuple[list[dict[str, Any]], int, bool]]:
+        """Pages of one search query as (page, total, capped): capped means more results exist
+        than the 10,000 one query may return."""
+        limit = settings.SEARCH_PAGE_SIZE
+        offset = 0
+        after: str | None = None
+        while True:
+            body: dict[str, Any] = {
+                "filterGroups": [{"filters": filters}],
+                "sorts": [sort],
+                "properties": list(properties),
+                "limit": limit,
+            }
+            if after:
+                body["after"] = after
+            payload = self.post(settings.DEALS_SEARCH_PATH, body)
+            page = _results(payload, self.tenant_id, settings.DEALS_SEARCH_PATH)
+            total = payload.get("total")
+            if not isinstance(total, int):
+                raise HubSpotError(
+                    f"tenant {self.tenant_id}: search returned 200 without a numeric 'total'"
+                )
+            offset += len(page)
+            after = _next_after(payload)
+            more = bool(after) and bool(page)
+            capped = more and offset + limit > settings.SEARCH_RESULT_CAP
+            yield page, total, capped
+            if not more or capped:
+                return
+
+
+def _results(payload: dict[str, Any], tenant_id: str, path: str) -> list[dict[str, Any]]:
+    results = payload.get("results")
+    if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+        raise HubSpotError(
+            f"tenant {tenant_id}: {path} returned 200 without a 'results' list "
+            "(unexpected response shape); nothing from this scan was committed past the cursor"
+        )
+    return results
+
+
+def _next_after(payload: dict[str, Any]) -> str | None:
+    paging = payload.get("paging")
+    if not isinstance(paging, dict):
+        return None
+    nxt = paging.get("next")
+    if not isinstance(nxt, dict):
+        return None
+    after = nxt.get("after")
+    return str(after) if after not in (None, "") else None
+
+
+def _modified_ms(deal: dict[str, Any]) -> int:
+    from .records import parse_hubspot_ms
+
+    props = deal.get("properties") or {}
+    value = props.get(settings.CURSOR_PROPERTY) or deal.get("updatedAt")
+    return parse_hubspot_ms(value)
+
+
+def _category(response: requests.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+        return str(body.get("category") or "")
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+
+
+def _message(response: requests.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+        text = str(body.get("message") or body)
+    except (orjson.JSONDecodeError, AttributeError):
+        text = response.text[:200]
+    return " ".join(text.split())[:300]

@@ -1,0 +1,271 @@
+"""The live scan-job record: the loader's own operational table ``loader.scan_jobs``.
+
+The loader writes it as a scan runs (status, progress, errors); ``python -m loader status`` and
+``scans`` read it; dbt materialises the typed ``analytics.scan_jobs`` mart from it. A trigger keeps
+the status from ever moving backwards (a terminal status is final) and keeps ``updated_at``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg2.extensions
+import psycopg2.extras
+
+from .errors import LoaderError
+
+OPS_SCHEMA = "loader"
+STATUSES = ("pending", "running", "completed", "failed", "cancelled")
+ACTIVE = ("pending", "running")
+TERMINAL = ("completed", "failed", "cancelled")
+
+DDL = """
+create schema if not exists loader;
+
+create table if not exists loader.scan_jobs (
+    id varchar(50) primary key,
+    scan_id varchar(255) not null unique,
+    status varchar(20) not null
+        constraint check_valid_status
+        check (status in ('pending', 'running', 'completed', 'failed', 'cancelled')),
+    scan_type varchar(50) not null,
+    config jsonb not null,
+    organization_id varchar(255),
+    error_message text,
+    started_at timestamptz,
+    completed_at timestamptz,
+    total_items integer not null default 0,
+    processed_items integer not null default 0,
+    failed_items integer not null default 0,
+    success_rate varchar(20),
+    batch_size integer not null default 50,
+    created_at timestamptz not null default now(),
+    updated_at timestamptz not null default now(),
+    constraint check_positive_counts
+        check (total_items >= 0 and processed_items >= 0 and failed_items >= 0)
+);
+
+create index if not exists idx_ops_scan_org_status on loader.scan_jobs (organization_id, status);
+create index if not exists idx_ops_scan_status_created on loader.scan_jobs (status, created_at);
+
+create or replace function loader.scan_jobs_guard() returns trigger language plpgsql as $$
+begin
+    if old.status in ('completed', 'failed', 'cancelled') and new.status <> old.status then
+        raise exception 'scan % is already %, it cannot become %',
+            old.scan_id, old.status, new.status;
+    end if;
+    if old.status = 'running' and new.status = 'pending' then
+        raise exception 'scan % is running, it cannot go back to pending', old.scan_id;
+    end if;
+    new.updated_at := now();
+    return new;
+end;
+$$;
+
+drop trigger if exists scan_jobs_guard on loader.scan_jobs;
+create trigger scan_jobs_guard before update on loader.scan_jobs
+    for each row execute function loader.scan_jobs_guard();
+"""
+
+COLUMNS = (
+    "id, scan_id, status, scan_type, config, organization_id, error_message, started_at, "
+    "completed_at, total_items, processed_items, failed_items, success_rate, batch_size, "
+    "created_at, updated_at"
+)
+
+
+def ensure_schema(conn: psycopg2.extensions.connection) -> None:
+    """Create ``loader.scan_jobs`` and its trigger if missing (idempotent, one transaction)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("select pg_advisory_xact_lock(hashtext('hubspot-loader:ddl'))")
+        cur.execute(DDL)
+
+
+def success_rate(total: int, failed: int) -> str:
+    """The seed's formula: ``round((total - failed) * 100 / total, 2) || '%'``, else ``100%``."""
+    if total <= 0:
+        return "100%"
+    value = round((total - failed) * 100.0 / total, 2)
+    return f"{value:.2f}%"
+
+
+def new_scan_id(tenant_id: str, now: datetime | None = None) -> str:
+    """An external scan id that sorts by time and names its tenant."""
+    now = now or datetime.now(UTC)
+    return f"hubspot-deals-{tenant_id}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class ScanJob:
+    """Identity of one scan job."""
+
+    id: str
+    scan_id: str
+    tenant_id: str
+
+
+def create(
+    conn: psycopg2.extensions.connection,
+    tenant_id: str,
+    scan_type: str,
+    config: dict[str, Any],
+    batch_size: int,
+    scan_id: str | None = None,
+) -> ScanJob:
+    """Insert a ``pending`` job and return it. ``config`` must already be free of secrets."""
+    job = ScanJob(id=str(uuid.uuid4()), scan_id=scan_id or new_scan_id(tenant_id),
+                  tenant_id=tenant_id)
+    with conn, conn.cursor() as cur:
+        try:
+            cur.execute(
+                "insert into loader.scan_jobs (id, scan_id, status, scan_type, config, "
+                "organization_id, batch_size) values (%s, %s, 'pending', %s, %s, %s, %s)",
+                (job.id, job.scan_id, scan_type, json.dumps(config), tenant_id, batch_size),
+            )
+        except psycopg2.errors.UniqueViolation:
+            raise LoaderError(f"scan id {job.scan_id!r} already exists") from None
+    return job
+
+
+def mark_running(conn: psycopg2.extensions.connection, job: ScanJob) -> None:
+    """pending → running, stamping ``started_at``."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.scan_jobs set status = 'running', started_at = now() "
+            "where id = %s and status = 'pending'",
+            (job.id,),
+        )
+
+
+def set_total(conn: psycopg2.extensions.connection, job: ScanJob, total: int) -> None:
+    """Record how many items the scan expects, as soon as HubSpot tells."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.scan_jobs set total_items = %s where id = %s", (max(total, 0), job.id)
+        )
+
+
+def set_progress(
+    conn: psycopg2.extensions.connection, job: ScanJob, processed: int, failed: int
+) -> str:
+    """Store absolute progress counters; return the job's current status."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.scan_jobs set processed_items = %s, failed_items = %s, "
+            "total_items = greatest(total_items, %s) where id = %s returning status",
+            (processed, failed, processed + failed, job.id),
+        )
+        row = cur.fetchone()
+    return row[0] if row else "failed"
+
+
+def current_status(conn: psycopg2.extensions.connection, job: ScanJob) -> str:
+    """The job's status as stored now (another process may have cancelled it)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("select status from loader.scan_jobs where id = %s", (job.id,))
+        row = cur.fetchone()
+    return row[0] if row else "failed"
+
+
+def finish(
+    conn: psycopg2.extensions.connection,
+    job: ScanJob,
+    status: str,
+    error_message: str | None = None,
+) -> str:
+    """Move an active job to a terminal ``status``; return the status it ends with.
+
+    A job already terminal (e.g. cancelled from another terminal) keeps its status; its counters
+    and ``success_rate`` are still brought up to date.
+    """
+    assert status in TERMINAL
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.scan_jobs set status = %s, completed_at = now(), error_message = %s, "
+            "success_rate = case when total_items > 0 then "
+            "round((total_items - failed_items) * 100.0 / total_items, 2)::text || '%%' "
+            "else '100%%' end "
+            "where id = %s and status in ('pending', 'running') returning status",
+            (status, error_message, job.id),
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(
+                "update loader.scan_jobs set success_rate = case when total_items > 0 then "
+                "round((total_items - failed_items) * 100.0 / total_items, 2)::text || '%%' "
+                "else '100%%' end where id = %s returning status",
+                (job.id,),
+            )
+            row = cur.fetchone()
+    return row[0] if row else status
+
+
+def cancel(conn: psycopg2.extensions.connection, scan_id: str) -> tuple[bool, str]:
+    """Cancel an active scan (the seed's control operation). Returns (changed, status now)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.scan_jobs set status = 'cancelled', completed_at = now(), "
+            "error_message = 'Cancelled by user' "
+            "where scan_id = %s and status in ('pending', 'running') returning status",
+            (scan_id,),
+        )
+        if cur.fetchone():
+            return True, "cancelled"
+        cur.execute("select status from loader.scan_jobs where scan_id = %s", (scan_id,))
+        row = cur.fetchone()
+    if row is None:
+        raise LoaderError(f"no scan with id {scan_id!r}")
+    return False, row[0]
+
+
+def fail_interrupted(conn: psycopg2.extensions.connection, tenant_id: str) -> list[str]:
+    """Mark the tenant's active jobs failed ("interrupted"); call only holding its scan lock."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.scan_jobs set status = 'failed', completed_at = now(), "
+            "error_message = 'interrupted: the loader process stopped before the scan finished' "
+            "where organization_id = %s and status in ('pending', 'running') returning scan_id",
+            (tenant_id,),
+        )
+        return [r[0] for r in cur.fetchall()]
+
+
+def get(conn: psycopg2.extensions.connection, scan_id: str) -> dict[str, Any]:
+    """One job as a dict, by external ``scan_id`` (or internal ``id``)."""
+    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(
+            f"select {COLUMNS} from loader.scan_jobs where scan_id = %s or id = %s",
+            (scan_id, scan_id),
+        )
+        row = cur.fetchone()
+    if row is None:
+        raise LoaderError(f"no scan with id {scan_id!r}")
+    return dict(row)
+
+
+def list_jobs(
+    conn: psycopg2.extensions.connection,
+    *,
+    active: bool = False,
+    tenant_id: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    """Jobs newest first, optionally only active ones and/or one tenant's."""
+    where, params = [], []
+    if active:
+        where.append("status in ('pending', 'running')")
+    if tenant_id:
+        where.append("organization_id = %s")
+        params.append(tenant_id)
+    sql = f"select {COLUMNS} from loader.scan_jobs"
+    if where:
+        sql += " where " + " and ".join(where)
+    sql += " order by created_at desc limit %s"
+    params.append(limit)
+    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(sql, params)
+        return [dict(r) for r in cur.fetchall()]

@@ -1,0 +1,42 @@
+"""Runtime settings read from the environment, with their defaults, in one place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: Where the source tree lives (holds ``dbt_project/`` and ``profiles.yml.example``).
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_API_BASE_URL = "https://api.hubapi.com"
+DEFAULT_BATCH_SIZE = 50
+
+# No internet here, and no phoning home anywhere: switched off before dlt or dbt is imported.
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+def loader_home() -> Path:
+    """Local state: embedded database, dlt pipelines, dbt profile (``LOADER_HOME``)."""
+    return Path(os.environ.get("LOADER_HOME") or PROJECT_ROOT / ".loader").resolve()
+
+
+def database_url_env() -> str | None:
+    """``DATABASE_URL`` if set and non-empty; ``None`` means the embedded server."""
+    return os.environ.get("DATABASE_URL") or None
+
+
+def api_base_url() -> str:
+    """HubSpot API base URL (``HUBSPOT_API_BASE_URL``); the sandbox's URL in tests and demos."""
+    return (os.environ.get("HUBSPOT_API_BASE_URL") or DEFAULT_API_BASE_URL).rstrip("/")
+
+
+def dbt_project_dir() -> Path:
+    """The dbt project (``DBT_PROJECT_DIR``, default ``dbt_project/`` in the source tree)."""
+    return Path(os.environ.get("DBT_PROJECT_DIR") or PROJECT_ROOT / "dbt_project").resolve()
+
+
+def tenants_file() -> Path:
+    """The tenants file (``LOADER_TENANTS_FILE``, default ``tenants.toml`` in the working dir)."""
+    return Path(os.environ.get("LOADER_TENANTS_FILE") or "tenants.toml")

