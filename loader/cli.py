@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("sandbox", help="serve the HubSpot-compatible sandbox (see --help)",
                    add_help=False).add_argument("sandbox_args", nargs=argparse.REMAINDER)
+    sub.add_parser("deals", help="tenant-scoped deal queries through RLS (see --help)",
+                   add_help=False).add_argument("deals_args", nargs=argparse.REMAINDER)
+    sub.add_parser("retention", help="archive old completed scan jobs (see --help)",
+                   add_help=False).add_argument("retention_args", nargs=argparse.REMAINDER)
 
     lint = sub.add_parser("lint", help="sqlfluff lint the dbt project (dbt templater)")
     lint.add_argument("paths", nargs="*", default=["dbt_project"])
@@ -101,11 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Pass-through commands keep their own argument parsing.
+    # Pass-through commands keep their own argument parsing (each module's ``main(argv)``).
     if argv[:1] == ["sandbox"]:
         from .sandbox import main as sandbox_main
 
         return sandbox_main(argv[1:])
+    if argv[:1] == ["deals"]:
+        from .deals_cli import main as deals_main
+
+        return _guarded(deals_main, argv[1:])
+    if argv[:1] == ["retention"]:
+        from .retention import main as retention_main
+
+        return _guarded(retention_main, argv[1:])
     try:
         args = build_parser().parse_args(argv)
         logging.basicConfig(
@@ -119,6 +131,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+def _guarded(entry: Any, argv: list[str]) -> int:
+    """Run a sub-command's ``main(argv)`` with the CLI's one-line error handling."""
+    try:
+        return int(entry(argv))
+    except LoaderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
