@@ -20,6 +20,7 @@ from .hubspot import SOURCE_NAME, hubspot_deals
 from .hubspot.helpers import HubSpotClient
 from .hubspot.pacer import RequestPacer
 from .hubspot.settings import DEFAULT_LOOKBACK_SECONDS
+from .known_stages import stage_lookup
 
 logger = logging.getLogger(__name__)
 
@@ -234,6 +235,7 @@ def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
                 progress=progress,
                 scan_started_at=datetime.now(UTC),
                 batch_size=options.batch_size,
+                known_stages=stage_lookup(url, tenant.id),
             )
             pipeline.run(source, loader_file_format=options.loader_file_format)
         except (PipelineStepFailed, LoaderError) as exc:
@@ -278,9 +280,11 @@ def _has_completed_full(pipeline: dlt.Pipeline) -> bool:
 
 def _reset_deals_cursor(pipeline: dlt.Pipeline) -> None:
     """Forget the deals cursor so a full refresh re-reads (and re-stamps) every deal."""
-    with pipeline.managed_state(extract_state=True) as state:
-        source_state = state.setdefault("sources", {}).setdefault(SOURCE_NAME, {})
-        reset_resource_state("deals", source_state)
+    if SOURCE_NAME not in pipeline.state.get("sources", {}):
+        return  # nothing stored yet: the scan is a full one anyway
+    # The changed state is committed with the scan's data (the resource writes to it too).
+    with pipeline.managed_state() as state:
+        reset_resource_state("deals", state["sources"][SOURCE_NAME])
 
 
 def _one_line(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -88,6 +88,7 @@ def hubspot_deals(
     progress: Progress | None = None,
     scan_started_at: datetime | None = None,
     batch_size: int = 50,
+    known_stages: Callable[[Sequence[str]], dict[str, str | None]] | None = None,
 ) -> Iterable[Any]:
     """The deals source for one tenant's scan. ``client`` is bound to that tenant's portal."""
     progress = progress or _NoProgress()
@@ -152,6 +153,7 @@ def hubspot_deals(
                 ),
                 client,
                 history_of,
+                known_stages,
             )
         else:
             state["full_scan_completed"] = False
@@ -205,14 +207,27 @@ def hubspot_deals(
 
 
 def _with_history(
-    pages: Iterator[list[dict[str, Any]]], client: HubSpotClient, history_of: tuple[str, ...]
+    pages: Iterator[list[dict[str, Any]]],
+    client: HubSpotClient,
+    history_of: tuple[str, ...],
+    known_stages: Callable[[Sequence[str]], dict[str, str | None]] | None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Add ``propertiesWithHistory`` to searched deals (search cannot return history)."""
+    """Add ``propertiesWithHistory`` to searched deals (search cannot return history).
+
+    History is fetched only for deals that are new to us or whose stage changed: for the rest
+    the history already stored is complete. ``known_stages`` maps ids to stored stages.
+    """
     for page in pages:
         if history_of and page:
+            stored = known_stages([d["id"] for d in page]) if known_stages else {}
+            wanted = [
+                d["id"] for d in page
+                if d["id"] not in stored
+                or stored[d["id"]] != (d.get("properties") or {}).get(settings.STAGE_PROPERTY)
+            ]
             history = client.read_deals(
-                [d["id"] for d in page], [settings.CURSOR_PROPERTY], history_of=history_of
-            )
+                wanted, [settings.CURSOR_PROPERTY], history_of=history_of
+            ) if wanted else []
             by_id = {h.get("id"): h.get("propertiesWithHistory") for h in history}
             for deal in page:
                 if by_id.get(deal["id"]) is not None:
