@@ -1,0 +1,203 @@
+"""Extraction against the sandbox: incremental scans, the search cap, archives, wide portals,
+throttling and faults. Each test asserts the final ``analytics.deals`` of its tenants."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from loader.sandbox import SandboxServer
+from tests.conftest import query, unique_tenant, write_tenants_file
+
+CONTENT_COLUMNS = (
+    "id, dealname, amount, dealstage, pipeline, createdate, closedate, dealtype, "
+    "hubspot_owner_id, description, deal_currency_code, hs_next_step, hs_priority, archived, "
+    "properties, hubspot_created_at, hubspot_updated_at"
+)
+
+
+def _scan(run_loader, env: dict[str, str], tenant: str, *extra: str) -> dict:
+    result = run_loader("run", "--tenant", tenant, "--json", *extra, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout[: result.stdout.rindex("]") + 1])[0]
+
+
+def _deals(db_conn, tenant: str) -> list[tuple]:
+    return query(db_conn, f"select {CONTENT_COLUMNS} from analytics.deals "
+                          "where _tenant_id = %s order by id", (tenant,))
+
+
+def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    tenant = unique_tenant("big")
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: "tok-big-0123456789"})
+    with SandboxServer(portals={tenant: "tok-big-0123456789"}, deals=50_000, seed=21) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        portal = sb.portal(tenant)
+        full = _scan(run_loader, env, tenant)
+        assert full["mode"] == "full"
+        full_requests = portal.stats()["requests_total"]
+        before = dict(query(db_conn, "select id, updated_at from analytics.deals "
+                                     "where _tenant_id = %s", (tenant,)))
+        changed = portal.deal_ids()[::100]  # 1% of the live deals
+        for deal_id in changed:
+            portal.update_deal(deal_id, {"hs_next_step": f"call back {deal_id}"})
+        portal.reset_stats()
+        inc = _scan(run_loader, env, tenant)
+        inc_requests = portal.stats()["requests_total"]
+    assert inc["mode"] == "incremental"
+    assert inc_requests <= 0.012 * full_requests, (inc_requests, full_requests)
+    after = dict(query(db_conn, "select id, updated_at from analytics.deals "
+                                "where _tenant_id = %s", (tenant,)))
+    moved = {i for i in after if after[i] != before.get(i)}
+    assert moved == set(changed)
+    steps = dict(query(db_conn, "select id, hs_next_step from analytics.deals "
+                                "where _tenant_id = %s and id = any(%s)", (tenant, changed)))
+    assert all(steps[i] == f"call back {i}" for i in changed)
+
+
+def test_twelve_thousand_deals_sharing_one_timestamp_all_arrive_once(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    tenant = unique_tenant("tie")
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: "tok-tie-0123456789"})
+    with SandboxServer(portals={tenant: "tok-tie-0123456789"}, deals=12_300, seed=4) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        portal = sb.portal(tenant)
+        _scan(run_loader, env, tenant, "--no-transform", "--no-stage-history")
+        stamp_ms = int(time.time() * 1000) - 60_000
+        portal.set_all_lastmodified(stamp_ms)
+        live = set(portal.deal_ids())
+        assert len(live) > 12_000
+        inc = _scan(run_loader, env, tenant)
+        assert portal.stats()["count_429"] == 0
+    assert inc["mode"] == "incremental"
+    rows = query(db_conn, "select id, count(*) from raw_hubspot.deals where _scan_id = %s "
+                          "and not archived group by id", (inc["scan_id"],))
+    assert {r[0] for r in rows} == live
+    assert all(count == 1 for _, count in rows)
+    (stamped,) = query(db_conn, "select count(*) from analytics.deals where _tenant_id = %s and "
+                                "not archived and hubspot_updated_at = "
+                                "to_timestamp(%s / 1000.0) at time zone 'UTC'",
+                       (tenant, stamp_ms))[0]
+    assert stamped == len(live)
+
+
+def test_archived_deals_land_as_archived(run_loader, db_conn, tmp_path: Path) -> None:
+    tenant = unique_tenant("arch")
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: "tok-arch-0123456789"})
+    with SandboxServer(portals={tenant: "tok-arch-0123456789"}, deals=300, seed=8) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        portal = sb.portal(tenant)
+        _scan(run_loader, env, tenant)
+        gone = portal.deal_ids()[10:13]
+        for deal_id in gone:
+            portal.archive_deal(deal_id)
+        inc = _scan(run_loader, env, tenant)
+        archived_in_portal = set(portal.deal_ids(archived=True))
+    assert inc["mode"] == "incremental"
+    rows = dict(query(db_conn, "select id, archived from analytics.deals where _tenant_id = %s",
+                      (tenant,)))
+    assert all(rows[i] is True for i in gone)
+    assert {i for i, archived in rows.items() if archived} == archived_in_portal
+
+
+def test_a_thousand_custom_properties_load_without_414(run_loader, db_conn, tmp_path) -> None:
+    tenant = unique_tenant("wide")
+    token = "tok-wide-0123456789"
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
+    with SandboxServer(portals={tenant: token}, deals=250, seed=2, custom_properties=1000) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        portal = sb.portal(tenant)
+        _scan(run_loader, env, tenant)
+        stats = sb.stats() if hasattr(sb, "stats") else {"count_414": portal.stats()["count_414"]}
+        names = portal.custom_property_names
+        sample = portal.deal(portal.deal_ids()[7])
+    assert len(names) >= 1000
+    assert stats["count_414"] == 0
+    (props,) = query(db_conn, "select properties from analytics.deals "
+                              "where _tenant_id = %s and id = %s", (tenant, sample["id"]))[0]
+    assert set(names) <= set(props)
+    assert {n: props[n] for n in names} == {n: sample["properties"].get(n) for n in names}
+
+
+def _hammer(base_url: str, token: str, stop: threading.Event) -> int:
+    """Another client of the same portal, spending its budget: makes the loader meet 429s."""
+    sent = 0
+    with requests.Session() as session:
+        while not stop.is_set() and sent < 20_000:
+            session.get(f"{base_url}/crm/v3/pipelines/deals",
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
+            sent += 1
+    return sent
+
+
+def test_429_storm_and_5xx_end_in_the_same_tables_as_a_clean_run(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    clean, stormy = unique_tenant("clean"), unique_tenant("storm")
+    # Two sandboxes serving the same portal ("p"): identical data, different tokens.
+    with SandboxServer(portals={"p": "tok-clean-0123456789"}, deals=500, seed=33) as quiet, \
+            SandboxServer(portals={"p": "tok-storm-0123456789"}, deals=500, seed=33) as noisy:
+        env = write_tenants_file(tmp_path / "t.toml", {clean: "tok-clean-0123456789",
+                                                      stormy: "tok-storm-0123456789"})
+        _scan(run_loader, {**env, "HUBSPOT_API_BASE_URL": quiet.base_url}, clean)
+        portal = noisy.portal("p")
+        portal.set_rate_limit("free", time_scale=0.1)   # 100 requests per second
+        portal.add_fault("status", status=503, every=7)
+        portal.add_fault("status", status=502, every=11, body="html")
+        portal.add_fault("truncate", count=2, path="/crm/v3/objects/deals")
+        stop = threading.Event()
+        hammer = threading.Thread(target=_hammer, args=(noisy.base_url, "tok-storm-0123456789",
+                                                        stop))
+        hammer.start()
+        try:
+            _scan(run_loader, {**env, "HUBSPOT_API_BASE_URL": noisy.base_url}, stormy)
+        finally:
+            stop.set()
+            hammer.join()
+        stats = portal.stats()
+    assert stats["count_429"] > 20
+    assert stats["faults_total"] > 10
+    assert _deals(db_conn, stormy) == _deals(db_conn, clean)
+
+
+def test_malformed_200_fails_the_scan_and_keeps_the_cursor(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    tenant = unique_tenant("shape")
+    token = "tok-shape-0123456789"
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
+    with SandboxServer(portals={tenant: token}, deals=400, seed=5) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        portal = sb.portal(tenant)
+        _scan(run_loader, env, tenant)
+        states_before = query(db_conn, "select count(*) from raw_hubspot._dlt_pipeline_state "
+                                       "where pipeline_name = %s", (f"hubspot_{tenant}",))
+        changed = portal.deal_ids()[:5]
+        for deal_id in changed:
+            portal.update_deal(deal_id, {"dealname": f"renamed {deal_id}"})
+        portal.add_fault("bad_json", path="/crm/v3/objects/deals/search")
+        bad = run_loader("run", "--tenant", tenant, env=env)
+        assert bad.returncode != 0
+        last = bad.stderr.strip().splitlines()[-1]
+        assert tenant in last and "unexpected response shape" in last
+        (job,) = query(db_conn, "select status, error_message, scan_id from loader.scan_jobs "
+                                "where organization_id = %s order by created_at desc limit 1",
+                       (tenant,))
+        assert job[0] == "failed" and "unexpected response shape" in job[1]
+        assert query(db_conn, "select count(*) from raw_hubspot.deals where _scan_id = %s",
+                     (job[2],)) == [(0,)]
+        assert query(db_conn, "select count(*) from raw_hubspot._dlt_pipeline_state "
+                              "where pipeline_name = %s", (f"hubspot_{tenant}",)) == states_before
+        portal.clear_faults()
+        again = _scan(run_loader, env, tenant)
+    assert again["mode"] == "incremental"
+    names = dict(query(db_conn, "select id, dealname from analytics.deals where _tenant_id = %s "
+                                "and id = any(%s)", (tenant, changed)))
+    assert names == {i: f"renamed {i}" for i in changed}

@@ -1,0 +1,1 @@
+"""Tests of the HubSpot sandbox server (loader.sandbox)."""
