@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -56,13 +56,20 @@ class ScanResult:
     requests: int
     seconds: float
     error_message: str | None = None
+    success_rate: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 class JobProgress:
-    """Writes progress to the live job every ``batch_size`` records; notices cancellation."""
+    """Writes progress to the live job after every batch and notices cancellation.
+
+    The source calls :meth:`on_batch` once per batch of at most ``batch_size`` records, after dlt
+    took the batch; the counters are written to ``loader.scan_jobs`` in the same statement that
+    reads the job's status back, so a ``cancel`` from another terminal stops the scan at the next
+    batch boundary. With ``show`` a progress bar (deals of total, rate, ETA) is drawn on stderr.
+    """
 
     def __init__(
         self,
@@ -73,61 +80,34 @@ class JobProgress:
     ) -> None:
         self.conn, self.job, self.batch_size = conn, job, batch_size
         self.processed = self.failed = self.total = 0
-        self._unreported = 0
         self.cancelled = False
         self._bar: Any = None
         if show:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TaskProgressColumn,
-                TextColumn,
-                TimeRemainingColumn,
-            )
+            from .report import scan_progress_bar
 
-            class _Rate(TextColumn):
-                def __init__(self) -> None:
-                    super().__init__("")
-
-                def render(self, task):  # type: ignore[no-untyped-def]
-                    from rich.text import Text
-
-                    speed = task.finished_speed or task.speed
-                    return Text(f"{speed:,.0f} deals/s" if speed else "")
-
-            self._bar = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TaskProgressColumn(),
-                _Rate(),
-                TimeRemainingColumn(),
-                transient=False,
-                console=None,
-            )
+            self._bar = scan_progress_bar()
             self._task = self._bar.add_task(f"{job.tenant_id}: deals", total=None)
             self._bar.start()
 
     def on_total(self, total: int) -> None:
+        """HubSpot told how many deals to expect (the search API's ``total``)."""
         self.total = max(self.total, total)
         scan_jobs.set_total(self.conn, self.job, self.total)
         if self._bar is not None:
             self._bar.update(self._task, total=self.total)
 
     def on_batch(self, processed: int, failed: int) -> bool:
+        """One batch taken by dlt; False once the job was cancelled (stop the scan)."""
         self.processed += processed
         self.failed += failed
-        self._unreported += processed + failed
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.processed + self.failed,
-                             total=max(self.total, self.processed + self.failed) or None)
-        if self._unreported >= self.batch_size:
-            self.flush()
+            done = self.processed + self.failed
+            self._bar.update(self._task, completed=done, total=max(self.total, done) or None)
+        self.flush()
         return not self.cancelled
 
     def flush(self) -> None:
-        self._unreported = 0
+        """Write the counters; remember whether the job was cancelled meanwhile."""
         status = scan_jobs.set_progress(self.conn, self.job, self.processed, self.failed)
         if status == "cancelled":
             self.cancelled = True
@@ -138,35 +118,57 @@ class JobProgress:
             self._bar = None
 
 
-def _lock_key(tenant_id: str) -> str:
-    return f"hubspot-loader:scan:{tenant_id}"
-
-
 def acquire_tenant_lock(url: str, tenant_id: str) -> psycopg2.extensions.connection:
-    """Hold the tenant's scan lock on a dedicated session, or refuse naming the running scan."""
+    """Hold the tenant's scan lock on a dedicated session, or refuse naming the running scan.
+
+    A session-level advisory lock: it is released when the session ends, however the process
+    ends (SIGKILL included), so a dead loader never blocks the next scan.
+    """
     conn = db.connect(url, autocommit=True)
-    with conn.cursor() as cur:
-        cur.execute("select pg_try_advisory_lock(hashtext(%s))", (_lock_key(tenant_id),))
-        (locked,) = cur.fetchone()
-    if not locked:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))",
+                        (scan_jobs.lock_key(tenant_id),))
+            (locked,) = cur.fetchone()
+        if locked:
+            return conn
         running = scan_jobs.list_jobs(conn, active=True, tenant_id=tenant_id, limit=1)
+    except BaseException:
         conn.close()
-        name = running[0]["scan_id"] if running else "(starting)"
+        raise
+    conn.close()
+    if running:
+        name = running[0]["scan_id"]
         raise LoaderError(
             f"tenant {tenant_id} already has a running scan {name}; "
             f"wait for it or cancel it with: python -m loader cancel {name}"
         )
-    return conn
+    raise LoaderError(
+        f"tenant {tenant_id} already has a scan starting in another process; "
+        "see: python -m loader scans --active --tenant " + tenant_id
+    )
 
 
 def make_pipeline(tenant_id: str, url: str) -> dlt.Pipeline:
-    """The tenant's own dlt pipeline (own state and working folder), loading into raw_hubspot."""
+    """The tenant's own dlt pipeline (own state, working folder and staging dataset), loading
+    into raw_hubspot. Concurrent tenants share no local files and no staging tables."""
     return dlt.pipeline(
         pipeline_name=f"hubspot_{tenant_id}",
         pipelines_dir=str(settings.loader_home() / "dlt"),
-        destination=dlt.destinations.postgres(credentials=_dlt_credentials(url)),
+        destination=dlt.destinations.postgres(
+            credentials=_dlt_credentials(url),
+            staging_dataset_name_layout=_staging_layout(tenant_id),
+        ),
         dataset_name=RAW_DATASET,
     )
+
+
+def _staging_layout(tenant_id: str) -> str:
+    """``%s_staging_<tenant>``: a staging dataset per tenant (PostgreSQL names ≤ 63 bytes, and
+    distinct even where dlt's name normalisation would fold two tenant ids together)."""
+    slug = "".join(c if c.isalnum() else "_" for c in tenant_id.lower())[:20]
+    digest = hashlib.sha1(tenant_id.encode()).hexdigest()[:8]
+    return f"%s_staging_{slug}_{digest}"
 
 
 def _dlt_credentials(url: str) -> Any:
@@ -190,59 +192,93 @@ def _dlt_credentials(url: str) -> Any:
 
 
 def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
-    """Run one tenant's scan end to end (without dbt); raises nothing for scan failures —
-    they end the job ``failed`` and come back in the result."""
+    """Run one tenant's scan end to end (without dbt).
+
+    Raises :class:`LoaderError` only when no job could be started (no token, the tenant is
+    already being scanned, no database); a scan that started always ends its job ``completed``,
+    ``failed`` or ``cancelled`` and comes back as a result. Ctrl-C ends the job ``cancelled``
+    and is re-raised.
+    """
     tenant = tenants.resolve(options.tenant_id)
     token = tenant.access_token()
     url = url or db.database_url()
     conn = db.connect(url)
-    scan_jobs.ensure_schema(conn)
-    lock = acquire_tenant_lock(url, tenant.id)
+    try:
+        scan_jobs.ensure_schema(conn)
+        lock = acquire_tenant_lock(url, tenant.id)
+    except BaseException:
+        conn.close()
+        raise
     started = time.monotonic()
     try:
+        # We hold the tenant's lock: any job still active was left by a loader that died.
         interrupted = scan_jobs.fail_interrupted(conn, tenant.id)
         for scan_id in interrupted:
             logger.warning("tenant %s: scan %s was interrupted; marked failed", tenant.id, scan_id)
         pipeline = make_pipeline(tenant.id, url)
+        error: str | None = None
+        user_interrupt: KeyboardInterrupt | None = None
+        try:
+            pending = _finish_pending_load(pipeline)
+        except Exception as exc:  # noqa: BLE001 - recorded on the job below
+            pending, error = [], (
+                f"tenant {tenant.id}: could not finish the load an interrupted scan left "
+                f"pending: {_one_line(exc)}"
+            )
         full = options.full_refresh or not _has_completed_full(pipeline)
         mode = "full" if full else "incremental"
         config = {
             "tenant_id": tenant.id,
             "api_base_url": options.api_base_url,
             "mode": mode,
+            "full_refresh": options.full_refresh,
             "batch_size": options.batch_size,
             "lookback_seconds": options.lookback_seconds,
             "stage_history": options.stage_history,
             "token_source": tenant.token_source,
             "resumed_after": interrupted,
+            "finished_pending_loads": pending,
         }
         job = scan_jobs.create(conn, tenant.id, f"deals_{mode}", config, options.batch_size)
-        scan_jobs.mark_running(conn, job)
+        status_now = scan_jobs.mark_running(conn, job)
         progress = JobProgress(conn, job, options.batch_size, options.show_progress)
         client = HubSpotClient(options.api_base_url, token, tenant.id, pacer=RequestPacer())
-        error: str | None = None
         try:
-            if options.full_refresh:
-                _reset_deals_cursor(pipeline)
-            source = hubspot_deals(
-                client=client,
-                tenant_id=tenant.id,
-                scan_id=job.scan_id,
-                scan_job_id=job.id,
-                full_refresh=options.full_refresh,
-                lookback_seconds=options.lookback_seconds,
-                stage_history=options.stage_history,
-                progress=progress,
-                scan_started_at=datetime.now(UTC),
-                batch_size=options.batch_size,
-                known_stages=stage_lookup(url, tenant.id),
-            )
-            pipeline.run(source, loader_file_format=options.loader_file_format)
+            if status_now == "cancelled":
+                progress.cancelled = True
+            elif error is None:
+                if full:
+                    # A full scan reads every deal: forget the cursor (and the rows it has seen),
+                    # or dlt would drop every deal older than a cursor an interrupted or
+                    # cancelled full scan left behind.
+                    _reset_deals_cursor(pipeline)
+                source = hubspot_deals(
+                    client=client,
+                    tenant_id=tenant.id,
+                    scan_id=job.scan_id,
+                    scan_job_id=job.id,
+                    full_refresh=options.full_refresh,
+                    lookback_seconds=options.lookback_seconds,
+                    stage_history=options.stage_history,
+                    progress=progress,
+                    scan_started_at=datetime.now(UTC),
+                    batch_size=options.batch_size,
+                    known_stages=stage_lookup(url, tenant.id),
+                )
+                pipeline.run(source, loader_file_format=options.loader_file_format)
         except (PipelineStepFailed, LoaderError) as exc:
             error = _one_line(exc)
+        except KeyboardInterrupt as exc:
+            user_interrupt = exc
+        except Exception as exc:  # noqa: BLE001 - the job must not stay "running"
+            logger.debug("scan %s failed", job.scan_id, exc_info=True)
+            error = f"tenant {tenant.id}: unexpected {type(exc).__name__}: {_one_line(exc)}"
         finally:
             progress.close()
         progress.flush()
+        if user_interrupt is not None:
+            scan_jobs.finish(conn, job, "cancelled", "Cancelled by user (interrupted)")
+            raise user_interrupt
         if error is not None:
             status = scan_jobs.finish(conn, job, "failed", error)
         elif progress.cancelled:
@@ -262,10 +298,31 @@ def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
             requests=client.pacer.requests_sent,
             seconds=round(time.monotonic() - started, 3),
             error_message=final["error_message"],
+            success_rate=final["success_rate"],
         )
     finally:
         lock.close()
         conn.close()
+
+
+def _finish_pending_load(pipeline: dlt.Pipeline) -> list[str]:
+    """Load what a scan killed after extracting left in the pipeline's working folder.
+
+    Those packages hold complete batches plus the cursor that goes with them; loading them
+    commits both, and the new scan then continues from that cursor. (Left alone, dlt's ``run``
+    would load them *instead of* running the new scan.) Returns their load ids.
+    """
+    if not pipeline.has_pending_data:
+        return []
+    load_ids = [*pipeline.list_extracted_load_packages(),
+                *pipeline.list_normalized_load_packages()]
+    logger.warning("pipeline %s: loading %d package(s) an interrupted scan left pending",
+                   pipeline.pipeline_name, len(load_ids))
+    if pipeline.list_extracted_load_packages():
+        pipeline.normalize()
+    if pipeline.list_normalized_load_packages():
+        pipeline.load()
+    return sorted(set(load_ids))
 
 
 def _has_completed_full(pipeline: dlt.Pipeline) -> bool:
@@ -303,48 +360,69 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())[:500]
 
 
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()
-
-
-def _run_scan_isolated(options: ScanOptions) -> ScanResult:
-    """Worker-process entry: a scan whose unexpected crash still comes back as a result."""
+def _run_scan_isolated(options: ScanOptions, url: str | None = None) -> ScanResult:
+    """A scan whose refusal or crash still comes back as a (failed) result."""
     try:
-        return run_scan(options)
+        return run_scan(options, url)
     except LoaderError as exc:
-        return ScanResult(options.tenant_id, "", "", "failed", "n/a", 0, 0, 0, 0, 0.0, str(exc))
+        return _failed_result(options, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one tenant must not stop the others
+        logger.debug("tenant %s: scan crashed", options.tenant_id, exc_info=True)
+        return _failed_result(options, f"tenant {options.tenant_id}: unexpected "
+                                       f"{type(exc).__name__}: {_one_line(exc)}")
+
+
+def _failed_result(options: ScanOptions, message: str) -> ScanResult:
+    return ScanResult(options.tenant_id, "", "", "failed", "n/a", 0, 0, 0, 0, 0.0, message)
 
 
 def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResult]:
     """Scan several tenants, ``concurrency`` at a time, each in its own process and pipeline.
 
-    One tenant's failure does not stop the others. When the raw tables do not exist yet, the
-    first tenant runs alone so that concurrent pipelines never race to create them.
+    Results come back in the order of ``options``. One tenant's failure (or crash) does not stop
+    the others. When the raw tables do not exist yet, the first tenant runs alone so that
+    concurrent pipelines never race to create them. With progress on, the parent process draws
+    one bar per running tenant from the live job records.
     """
-    if concurrency <= 1 or len(options) <= 1:
-        results = []
-        for opt in options:
-            if len(options) > 1:
-                results.append(_run_scan_isolated(opt))
-            else:
-                results.append(run_scan(opt))
-        return results
+    if len(options) == 1:
+        return [run_scan(options[0])]
+    url = db.database_url()
+    if concurrency <= 1:
+        return [_run_scan_isolated(opt, url) for opt in options]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
+    show = any(o.show_progress for o in options)
     quiet = [ScanOptions(**{**o.__dict__, "show_progress": False}) for o in options]
     results: list[ScanResult] = []
-    if not _raw_tables_exist():
-        results.append(_run_scan_isolated(quiet[0]))
+    if not _raw_tables_exist(url):
+        results.append(_run_scan_isolated(options[0], url))
         quiet = quiet[1:]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=concurrency, mp_context=context) as pool:
-        results.extend(pool.map(_run_scan_isolated, quiet))
+    board = None
+    if show:
+        from .report import JobBoard
+
+        board = JobBoard(url, [o.tenant_id for o in quiet])
+        board.start()
+    try:
+        with ProcessPoolExecutor(max_workers=concurrency, mp_context=context) as pool:
+            futures = [pool.submit(_run_scan_isolated, opt, url) for opt in quiet]
+            for opt, future in zip(quiet, futures, strict=True):
+                try:
+                    results.append(future.result())
+                except Exception as exc:  # noqa: BLE001 - e.g. the worker process died
+                    results.append(_failed_result(
+                        opt, f"tenant {opt.tenant_id}: scan process failed: "
+                             f"{type(exc).__name__}: {_one_line(exc)}"))
+    finally:
+        if board is not None:
+            board.stop()
     return results
 
 
-def _raw_tables_exist() -> bool:
-    conn = db.connect()
+def _raw_tables_exist(url: str) -> bool:
+    conn = db.connect(url)
     try:
         with conn, conn.cursor() as cur:
             cur.execute("select to_regclass(%s) is not null", (f"{RAW_DATASET}.deals",))

@@ -2,17 +2,26 @@
 
 The loader writes it as a scan runs (status, progress, errors); ``python -m loader status`` and
 ``scans`` read it; dbt materialises the typed ``analytics.scan_jobs`` mart from it. A trigger keeps
-the status from ever moving backwards (a terminal status is final) and keeps ``updated_at``.
+the status from ever moving backwards (a terminal status is final), stamps ``started_at`` and
+``completed_at`` and keeps ``updated_at``.
+
+One scan per tenant at a time: a scan holds the tenant's session-level advisory lock
+(:func:`lock_key`) while it runs, so a job that is ``running`` while no session holds that lock
+was left behind by a loader that died (``loader_alive`` is false); the tenant's next scan marks
+it failed ("interrupted").
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 
@@ -61,6 +70,13 @@ begin
     if old.status = 'running' and new.status = 'pending' then
         raise exception 'scan % is running, it cannot go back to pending', old.scan_id;
     end if;
+    if new.status = 'running' and new.started_at is null then
+        new.started_at := now();
+    end if;
+    if new.status in ('completed', 'failed', 'cancelled') then
+        new.started_at := coalesce(new.started_at, now());
+        new.completed_at := coalesce(new.completed_at, now());
+    end if;
     new.updated_at := now();
     return new;
 end;
@@ -71,18 +87,93 @@ create trigger scan_jobs_guard before update on loader.scan_jobs
     for each row execute function loader.scan_jobs_guard();
 """
 
+#: Bumped whenever ``DDL`` changes; ``ensure_schema`` re-applies the DDL when the table's comment
+#: does not carry the current marker, and does nothing (no locks, no DDL) when it does.
+SCHEMA_MARKER = "hubspot-loader live scan jobs, schema v2"
+
 COLUMNS = (
     "id, scan_id, status, scan_type, config, organization_id, error_message, started_at, "
     "completed_at, total_items, processed_items, failed_items, success_rate, batch_size, "
     "created_at, updated_at"
 )
 
+#: Whether a loader still holds the scan's tenant lock (only meaningful for active jobs).
+_ALIVE = (
+    "case when status in ('pending', 'running') then exists ("
+    "select 1 from pg_locks where locktype = 'advisory' and objsubid = 1 and granted "
+    "and ((classid::int8 << 32) | objid::int8) = "
+    "hashtextextended('hubspot-loader:scan:' || organization_id, 0)) end as loader_alive"
+)
+
+_SECRET_KEY = re.compile(
+    r"token|secret|password|passwd|credential|authorization|api[_-]?key|private[_-]?key",
+    re.IGNORECASE,
+)
+REDACTED = "***redacted***"
+
+
+def lock_key(tenant_id: str) -> str:
+    """The text whose ``hashtextextended(..., 0)`` is the tenant's scan advisory lock."""
+    return f"hubspot-loader:scan:{tenant_id}"
+
 
 def ensure_schema(conn: psycopg2.extensions.connection) -> None:
-    """Create ``loader.scan_jobs`` and its trigger if missing (idempotent, one transaction)."""
+    """Create ``loader.scan_jobs`` and its trigger if missing or outdated (one transaction)."""
     with conn, conn.cursor() as cur:
-        cur.execute("select pg_advisory_xact_lock(hashtext('hubspot-loader:ddl'))")
-        cur.execute(DDL)
+        if _schema_current(cur):
+            return
+        cur.execute("select pg_advisory_xact_lock(hashtextextended('hubspot-loader:ddl', 0))")
+        if not _schema_current(cur):
+            cur.execute(DDL)
+            cur.execute("comment on table loader.scan_jobs is %s", (SCHEMA_MARKER,))
+
+
+def table_exists(conn: psycopg2.extensions.connection) -> bool:
+    """Whether ``loader.scan_jobs`` exists (readers need not create it)."""
+    with conn, conn.cursor() as cur:
+        cur.execute("select to_regclass('loader.scan_jobs') is not null")
+        return bool(cur.fetchone()[0])
+
+
+def _schema_current(cur: psycopg2.extensions.cursor) -> bool:
+    cur.execute(
+        "select obj_description(to_regclass('loader.scan_jobs'), 'pg_class') = %s",
+        (SCHEMA_MARKER,),
+    )
+    row = cur.fetchone()
+    return bool(row and row[0])
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """``value`` with every secret replaced: values under secret-sounding keys (token, secret,
+    password, authorization, api key...) and the password of any URL. Names of where a secret
+    lives (``token_source``, ``token_env``) are kept: they are not secrets."""
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, key) for v in value]
+    if key and _SECRET_KEY.search(key) and not _names_a_source(key) and value not in (None, ""):
+        return REDACTED
+    if isinstance(value, str) and "://" in value and "@" in value:
+        return _redact_url(value)
+    return value
+
+
+def _names_a_source(key: str) -> bool:
+    return key.lower() in ("token_source", "token_env", "token_secret")
+
+
+def _redact_url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        return REDACTED
+    if parts.password is None and not parts.username:
+        return text
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=f"{REDACTED}@{host}"))
 
 
 def success_rate(total: int, failed: int) -> str:
@@ -116,7 +207,7 @@ def create(
     batch_size: int,
     scan_id: str | None = None,
 ) -> ScanJob:
-    """Insert a ``pending`` job and return it. ``config`` must already be free of secrets."""
+    """Insert a ``pending`` job and return it; ``config`` is stored redacted (:func:`redact`)."""
     job = ScanJob(id=str(uuid.uuid4()), scan_id=scan_id or new_scan_id(tenant_id),
                   tenant_id=tenant_id)
     with conn, conn.cursor() as cur:
@@ -124,21 +215,24 @@ def create(
             cur.execute(
                 "insert into loader.scan_jobs (id, scan_id, status, scan_type, config, "
                 "organization_id, batch_size) values (%s, %s, 'pending', %s, %s, %s, %s)",
-                (job.id, job.scan_id, scan_type, json.dumps(config), tenant_id, batch_size),
+                (job.id, job.scan_id, scan_type, json.dumps(redact(config), default=str),
+                 tenant_id, batch_size),
             )
         except psycopg2.errors.UniqueViolation:
             raise LoaderError(f"scan id {job.scan_id!r} already exists") from None
     return job
 
 
-def mark_running(conn: psycopg2.extensions.connection, job: ScanJob) -> None:
-    """pending → running, stamping ``started_at``."""
+def mark_running(conn: psycopg2.extensions.connection, job: ScanJob) -> str:
+    """pending → running, stamping ``started_at``; return the status now (it may have been
+    cancelled while pending)."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "update loader.scan_jobs set status = 'running', started_at = now() "
             "where id = %s and status = 'pending'",
             (job.id,),
         )
+    return current_status(conn, job)
 
 
 def set_total(conn: psycopg2.extensions.connection, job: ScanJob, total: int) -> None:
@@ -238,7 +332,7 @@ def get(conn: psycopg2.extensions.connection, scan_id: str) -> dict[str, Any]:
     """One job as a dict, by external ``scan_id`` (or internal ``id``)."""
     with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute(
-            f"select {COLUMNS} from loader.scan_jobs where scan_id = %s or id = %s",
+            f"select {COLUMNS}, {_ALIVE} from loader.scan_jobs where scan_id = %s or id = %s",
             (scan_id, scan_id),
         )
         row = cur.fetchone()
@@ -261,7 +355,7 @@ def list_jobs(
     if tenant_id:
         where.append("organization_id = %s")
         params.append(tenant_id)
-    sql = f"select {COLUMNS} from loader.scan_jobs"
+    sql = f"select {COLUMNS}, {_ALIVE} from loader.scan_jobs"
     if where:
         sql += " where " + " and ".join(where)
     sql += " order by created_at desc limit %s"
