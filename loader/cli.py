@@ -63,20 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
                      help="progress bar on stderr (default: when stderr is a terminal)")
 
     status = sub.add_parser("status", help="show one scan job")
-    status.add_argument("scan_id")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("scan_id", help="external scan id (or the job's internal id)")
+    status.add_argument("--json", action="store_true", help="print the job as JSON")
 
     scans = sub.add_parser("scans", help="list scan jobs, newest first")
     scans.add_argument("--active", action="store_true", help="only pending/running scans")
     scans.add_argument("--tenant", help="only this tenant's scans")
-    scans.add_argument("--limit", type=_positive_int, default=50)
-    scans.add_argument("--json", action="store_true")
+    scans.add_argument("--limit", type=_positive_int, default=50,
+                       help="at most this many jobs (default 50)")
+    scans.add_argument("--json", action="store_true", help="print the jobs as JSON")
 
     cancel = sub.add_parser("cancel", help="cancel a pending/running scan")
-    cancel.add_argument("scan_id")
+    cancel.add_argument("scan_id", help="the scan id (as `scans` shows it)")
 
     transform = sub.add_parser("transform", help="run dbt build alone, same connection")
-    transform.add_argument("--full-refresh", action="store_true")
+    transform.add_argument("--full-refresh", action="store_true",
+                           help="rebuild incremental models from scratch")
     transform.add_argument("--select", nargs="+", help="dbt node selection")
 
     dbt = sub.add_parser("dbt", help="run any dbt command with the loader's connection",
@@ -95,11 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False).add_argument("retention_args", nargs=argparse.REMAINDER)
 
     lint = sub.add_parser("lint", help="sqlfluff lint the dbt project (dbt templater)")
-    lint.add_argument("paths", nargs="*", default=["dbt_project"])
+    lint.add_argument("paths", nargs="*", default=["dbt_project"],
+                      help="files or folders to lint (default dbt_project)")
 
     demo = sub.add_parser("demo", help="sandbox + two demo tenants + scans + dbt + summary")
-    demo.add_argument("--deals", type=_positive_int, default=2000)
-    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--deals", type=_positive_int, default=2000,
+                      help="sandbox deals per demo tenant (default 2000)")
+    demo.add_argument("--seed", type=int, default=42, help="sandbox data seed (default 42)")
     return parser
 
 
