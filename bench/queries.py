@@ -1,0 +1,235 @@
+"""The seed's common deal queries (``deals-schema.md``, "Deals Management") against
+``analytics.deals``: as a login member of ``hubspot_analyst`` under row-level security, and as the
+owner (who bypasses RLS), each timed many times; median and p95 in milliseconds.
+
+Both runs send the same SQL text, tenant filter included, as the seed writes it; under RLS the
+policy adds its own ``_tenant_id = current_setting('app.current_tenant_id')`` on top.
+
+When the warehouse built by the scans is smaller than asked for (``--query-deals``), the rows are
+generated directly with SQL into ``analytics.deals`` (copies of the scanned rows under new tenant
+ids), so the queries can be measured at 1,000,000 deals without scanning them; the output says so.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from .harness import BenchEnv
+
+ANALYST_ROLE = "hubspot_analyst"
+BENCH_LOGIN = "loader_bench_analyst"
+
+#: name -> SQL; %(tenant)s, %(job)s, %(since)s and %(until)s are filled per run.
+QUERIES: dict[str, str] = {
+    "page_of_scan": """
+        select id, dealname, amount, dealstage, pipeline, createdate, closedate, dealtype, archived
+        from analytics.deals
+        where scan_job_id = %(job)s and _tenant_id = %(tenant)s
+        order by createdate desc
+        limit 100 offset 0""",
+    "count_by_stage": """
+        select dealstage, count(*) as count
+        from analytics.deals
+        where _tenant_id = %(tenant)s and archived = false
+        group by dealstage
+        order by count desc""",
+    "search_by_name": """
+        select id, dealname, amount, dealstage, createdate
+        from analytics.deals
+        where _tenant_id = %(tenant)s and dealname ilike '%%enterprise%%'
+        order by createdate desc""",
+    "date_range": """
+        select id, dealname, amount, dealstage, closedate
+        from analytics.deals
+        where _tenant_id = %(tenant)s
+          and createdate >= %(since)s and createdate < %(until)s
+          and archived = false
+        order by createdate desc""",
+    "pipeline_stage": """
+        select pipeline, dealstage, count(*) as count, sum(amount) as total_amount
+        from analytics.deals
+        where _tenant_id = %(tenant)s and pipeline = 'default' and archived = false
+        group by pipeline, dealstage
+        order by pipeline, dealstage""",
+    "closed_by_month": """
+        select date_trunc('month', closedate) as month, count(*) as closed_deals,
+               sum(amount) as total_revenue
+        from analytics.deals
+        where _tenant_id = %(tenant)s and closedate is not null and closedate >= %(since)s
+        group by date_trunc('month', closedate)
+        order by month desc""",
+    "custom_property": """
+        select id, dealname, properties->>'custom_region' as custom_value
+        from analytics.deals
+        where _tenant_id = %(tenant)s and properties->>'custom_region' is not null""",
+}
+
+
+def _available(env: BenchEnv) -> str | None:
+    """Why the RLS query section cannot run, or None when it can."""
+    with env.cursor() as cur:
+        cur.execute("select to_regclass('analytics.deals') is not null")
+        if not cur.fetchone()[0]:
+            return "analytics.deals does not exist (dbt build failed or not run)"
+        cur.execute("select 1 from pg_roles where rolname = %s", (ANALYST_ROLE,))
+        if cur.fetchone() is None:
+            return f"role {ANALYST_ROLE} does not exist (the dbt project does not create it yet)"
+        cur.execute("select relrowsecurity from pg_class where oid = 'analytics.deals'::regclass")
+        if not cur.fetchone()[0]:
+            return "analytics.deals has no row-level security (the dbt project does not enable it)"
+    return None
+
+
+def _synthesise(env: BenchEnv, deals: int, tenants: int) -> dict[str, Any]:
+    """Grow ``analytics.deals`` to ``deals`` rows over ``tenants`` tenants by copying the scanned
+    rows under generated tenant ids (``qbench-NNN``). Returns what was added."""
+    with env.cursor() as cur:
+        cur.execute("select count(*), count(distinct _tenant_id) from analytics.deals")
+        have, have_tenants = cur.fetchone()
+        if have >= deals or have == 0:
+            return {"synthetic_rows": 0}
+        per_tenant = deals // tenants
+        cur.execute("""
+            create temporary table bench_source as
+            select row_number() over (order by _tenant_id, id) - 1 as n, d.*
+            from analytics.deals as d""")
+        cur.execute("select count(*) from bench_source")
+        source_rows = cur.fetchone()[0]
+        cur.execute("""
+            select string_agg(quote_ident(column_name), ', ' order by ordinal_position)
+            from information_schema.columns
+            where table_schema = 'analytics' and table_name = 'deals'""")
+        columns = cur.fetchone()[0]
+        names = [c.strip() for c in columns.split(",")]
+        select_list = ", ".join(
+            "t.tenant" if n.strip('"') == "_tenant_id" else
+            "(g.i + 1)::text" if n.strip('"') == "id" else f"s.{n}"
+            for n in names)
+        new_tenants = max(0, tenants - int(have_tenants))
+        started = time.perf_counter()
+        cur.execute(f"""
+            insert into analytics.deals ({columns})
+            select {select_list}
+            from generate_series(1, %(new_tenants)s) as t0(k0)
+            cross join lateral (
+                select format('qbench-%%s', lpad(t0.k0::text, 3, '0')) as tenant, t0.k0 as k
+            ) as t
+            cross join lateral generate_series(0, %(per_tenant)s - 1) as g(i)
+            join bench_source as s on s.n = (g.i + t.k * 7919) %% %(source_rows)s""",
+                    {"new_tenants": new_tenants, "per_tenant": per_tenant,
+                     "source_rows": source_rows})
+        added = cur.rowcount
+        cur.execute("analyze analytics.deals")
+        seconds = time.perf_counter() - started
+        cur.execute("drop table bench_source")
+    return {"synthetic_rows": added, "synthetic_tenants": new_tenants,
+            "synthetic_seconds": round(seconds, 1)}
+
+
+def _ensure_login(env: BenchEnv) -> None:
+    with env.cursor() as cur:
+        cur.execute("select 1 from pg_roles where rolname = %s", (BENCH_LOGIN,))
+        if cur.fetchone() is None:
+            cur.execute(f"create role {BENCH_LOGIN} login")
+        cur.execute(f"grant {ANALYST_ROLE} to {BENCH_LOGIN}")
+
+
+def _pick_params(env: BenchEnv, count: int) -> list[dict[str, Any]]:
+    """Per-run parameters: tenants (largest first, rotating), one of their scan jobs, a year."""
+    with env.cursor() as cur:
+        cur.execute("""
+            select _tenant_id, max(scan_job_id), min(createdate), max(createdate)
+            from analytics.deals group by _tenant_id order by count(*) desc, _tenant_id
+            limit %s""", (count,))
+        rows = cur.fetchall()
+    out = []
+    for tenant, job, lo, hi in rows:
+        mid = lo + (hi - lo) / 2 if lo and hi else None
+        since = mid.replace(month=1, day=1) if mid else "2024-01-01"
+        until = since.replace(year=since.year + 1) if mid else "2025-01-01"
+        out.append({"tenant": tenant, "job": job, "since": since, "until": until})
+    return out
+
+
+def _time_all(env: BenchEnv, params: list[dict[str, Any]], repeats: int, *, analyst: bool
+              ) -> dict[str, list[float]]:
+    conn = env.connect(autocommit=True)
+    timings: dict[str, list[float]] = {name: [] for name in QUERIES}
+    try:
+        with conn.cursor() as cur:
+            if analyst:
+                cur.execute(f"set role {BENCH_LOGIN}")
+            for name, sql in QUERIES.items():
+                for k in range(repeats + 3):
+                    p = params[k % len(params)]
+                    if analyst:
+                        cur.execute("select set_config('app.current_tenant_id', %s, false)",
+                                    (p["tenant"],))
+                    started = time.perf_counter()
+                    cur.execute(sql, p)
+                    cur.fetchall()
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if k >= 3:  # the first runs warm the cache
+                        timings[name].append(elapsed)
+            if analyst:
+                cur.execute("reset role")
+    finally:
+        conn.close()
+    return timings
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, max(0, round(0.95 * len(ordered)) - 1))]
+    return round(statistics.median(ordered), 3), round(p95, 3)
+
+
+def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> dict[str, Any]:
+    """Median and p95 ms per seed query, under RLS as an analyst and as the owner."""
+    missing = _available(env)
+    if missing:
+        return {"available": False, "note": f"not available: {missing}"}
+    grown = _synthesise(env, deals, tenants)
+    with env.cursor() as cur:
+        cur.execute("select count(*), count(distinct _tenant_id) from analytics.deals")
+        rows, tenant_count = cur.fetchone()
+    _ensure_login(env)
+    params = _pick_params(env, min(tenant_count, 20))
+    owner = _time_all(env, params, repeats, analyst=False)
+    rls = _time_all(env, params, repeats, analyst=True)
+    # Isolation check: the analyst sees only the tenant set for the session.
+    conn = env.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"set role {BENCH_LOGIN}")
+            cur.execute("select set_config('app.current_tenant_id', %s, false)",
+                        (params[0]["tenant"],))
+            cur.execute("select count(distinct _tenant_id) from analytics.deals")
+            visible_tenants = cur.fetchone()[0]
+    finally:
+        conn.close()
+    per_query = {}
+    for name in QUERIES:
+        om, op = _stats(owner[name])
+        am, ap = _stats(rls[name])
+        per_query[name] = {
+            "rls_median_ms": am, "rls_p95_ms": ap,
+            "owner_median_ms": om, "owner_p95_ms": op,
+            "rls_ratio_median": round(am / om, 3) if om else None,
+            "rls_ratio_p95": round(ap / op, 3) if op else None,
+        }
+    return {
+        "available": True,
+        "rows": int(rows),
+        "tenants": int(tenant_count),
+        "repeats": repeats,
+        "analyst_visible_tenants": int(visible_tenants),
+        "method": (f"as {BENCH_LOGIN} (member of {ANALYST_ROLE}, app.current_tenant_id set) "
+                   "vs as the owner; same SQL; client-side wall time incl. fetch"),
+        **grown,
+        "queries": per_query,
+        "max_rls_p95_ms": max(q["rls_p95_ms"] for q in per_query.values()),
+        "max_rls_ratio_p95": max((q["rls_ratio_p95"] or 0) for q in per_query.values()),
+    }
