@@ -5,7 +5,10 @@
 -#}
 {% macro source_or_empty(source_name, table_name, columns) -%}
     {%- set relation = source(source_name, table_name) -%}
-    {%- if execute -%}
+    {%- if relation.is_cte -%}
+        {#- In a unit test, source() names the test's fixture CTE: use it as is. -#}
+        {%- set existing = relation -%}
+    {%- elif execute -%}
         {%- set existing = adapter.get_relation(
             database=relation.database,
             schema=relation.schema,

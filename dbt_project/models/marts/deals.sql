@@ -1,13 +1,17 @@
 {#-
     One row per (tenant, deal): the latest version HubSpot sent, typed as the seed's design.
 
-    Incremental merge on (_tenant_id, id). Each build takes the raw rows extracted since the
-    tenant's high-water mark by scans that have finished (never rows of a scan still loading),
-    plus the current row of every deal they touch, and works out for each deal:
+    Incremental merge on (_tenant_id, id). Each build takes the validated raw versions extracted
+    since the tenant's high-water mark by scans that have finished (never rows of a scan still
+    loading; versions with a record-level problem go to deals_quarantine instead), plus the
+    current row of every deal they touch, and works out for each deal:
     - the latest version (latest hs_lastmodifieddate wins, then latest extraction);
     - created_at: the first time we stored the deal;
     - updated_at: when its content (properties, archived) last changed.
     The same computation over the whole raw history gives the same rows (--full-refresh).
+
+    deals depends on scan_jobs (the depends_on comment below) so that the scan jobs a new version
+    references are in analytics.scan_jobs before the merge checks the foreign key.
 -#}
 {{
     config(
@@ -15,28 +19,59 @@
         incremental_strategy='merge',
         unique_key=['_tenant_id', 'id'],
         on_schema_change='append_new_columns',
+        post_hook=[
+            "{{ ensure_constraint_name('p', 'deals_pkey') }}",
+            "{{ ensure_not_null_constraint_names() }}",
+            "{{ ensure_scan_job_foreign_key() }}",
+            "{{ set_column_defaults({
+                'archived': 'false',
+                'created_at': 'current_timestamp',
+                'updated_at': 'current_timestamp',
+            }) }}",
+            "{{ ensure_index('idx_deals_scan_job_id', 'scan_job_id') }}",
+            "{{ ensure_index('idx_deals_scan_id', '_scan_id') }}",
+            "{{ ensure_index('idx_deals_tenant_id', '_tenant_id') }}",
+            "{{ ensure_index('idx_deals_extracted_at', '_extracted_at') }}",
+            "{{ ensure_index('idx_deals_tenant_scan', '_tenant_id, _scan_id') }}",
+            "{{ ensure_index('idx_deals_stage', 'dealstage', where='dealstage is not null') }}",
+            "{{ ensure_index('idx_deals_pipeline', 'pipeline', where='pipeline is not null') }}",
+            "{{ ensure_index('idx_deals_create_date', 'createdate',
+                where='createdate is not null') }}",
+            "{{ ensure_index('idx_deals_close_date', 'closedate',
+                where='closedate is not null') }}",
+            "{{ ensure_index('idx_deals_archived', 'archived', where='archived = false') }}",
+            "{{ ensure_index('idx_deals_tenant_date', '_tenant_id, createdate') }}",
+            "{{ ensure_index('idx_deals_tenant_stage', '_tenant_id, dealstage',
+                where='dealstage is not null') }}",
+            "{{ ensure_index('idx_deals_tenant_pipeline', '_tenant_id, pipeline',
+                where='pipeline is not null') }}",
+            "{{ ensure_index('idx_deals_stage_date', 'dealstage, closedate',
+                where='closedate is not null') }}",
+            "{{ ensure_index('idx_deals_properties_gin', 'properties', method='gin') }}",
+        ],
     )
 }}
+-- depends_on: {{ ref('scan_jobs') }}
 
 with
 
-stg_hubspot__deals as (
+int_deal_versions_validated as (
 
-    select * from {{ ref('stg_hubspot__deals') }}
+    select * from {{ ref('int_deal_versions_validated') }}
 
 ),
 
-stg_loader__scan_jobs as (
+int_scan_jobs_unioned as (
 
-    select * from {{ ref('stg_loader__scan_jobs') }}
+    select * from {{ ref('int_scan_jobs_unioned') }}
 
 ),
 
 finished_scans as (
 
     select id as scan_job_id
-    from stg_loader__scan_jobs
-    where status in ('completed', 'failed', 'cancelled')
+    from int_scan_jobs_unioned
+    where is_finished
 
 ),
 
@@ -56,17 +91,41 @@ finished_scans as (
 
 new_rows as (
 
-    select stg_hubspot__deals.*
-    from stg_hubspot__deals
+    select
+        versions_validated.id,
+        versions_validated.scan_job_id,
+        versions_validated._scan_id,
+        versions_validated._tenant_id,
+        versions_validated._extracted_at,
+        versions_validated.dealname,
+        versions_validated.amount,
+        versions_validated.dealstage,
+        versions_validated.pipeline,
+        versions_validated.createdate,
+        versions_validated.closedate,
+        versions_validated.dealtype,
+        versions_validated.hubspot_owner_id,
+        versions_validated.description,
+        versions_validated.deal_currency_code,
+        versions_validated.hs_next_step,
+        versions_validated.hs_priority,
+        versions_validated.archived,
+        versions_validated.properties,
+        versions_validated.hubspot_created_at,
+        versions_validated.hubspot_updated_at
+    from int_deal_versions_validated as versions_validated
     inner join finished_scans
-        on stg_hubspot__deals.scan_job_id = finished_scans.scan_job_id
+        on versions_validated.scan_job_id = finished_scans.scan_job_id
     {% if is_incremental() %}
         left join high_water_marks
-            on stg_hubspot__deals._tenant_id = high_water_marks._tenant_id
-        where
-            stg_hubspot__deals._extracted_at
-            > coalesce(high_water_marks.max_extracted_at, '-infinity'::timestamp)
+            on versions_validated._tenant_id = high_water_marks._tenant_id
     {% endif %}
+    where
+        versions_validated.record_issue is null
+        {% if is_incremental() %}
+            and versions_validated._extracted_at
+            > coalesce(high_water_marks.max_extracted_at, '-infinity'::timestamp)
+        {% endif %}
 
 ),
 
@@ -103,7 +162,6 @@ versions as (
             current_rows._tenant_id,
             current_rows._extracted_at,
             current_rows.dealname,
-            null as amount_raw,
             current_rows.amount,
             current_rows.dealstage,
             current_rows.pipeline,
@@ -119,7 +177,6 @@ versions as (
             current_rows.properties,
             current_rows.hubspot_created_at,
             current_rows.hubspot_updated_at,
-            null as hubspot_archived_at,
             md5(current_rows.properties::text || current_rows.archived::text) as content_hash,
             current_rows.created_at as first_seen_at,
             current_rows.updated_at as content_since

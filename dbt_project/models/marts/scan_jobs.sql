@@ -1,9 +1,34 @@
+{#-
+    One row per scan job, the typed copy of the loader's live records (loader.scan_jobs).
+    Incremental merge on id, reading the jobs updated since the newest updated_at stored. Jobs
+    retention moved to loader.scan_jobs_archive are deleted here by the retention operation (a
+    full refresh, reading loader.scan_jobs only, agrees).
+-#}
 {{
     config(
         materialized='incremental',
         incremental_strategy='merge',
         unique_key='id',
         on_schema_change='append_new_columns',
+        meta={'tenant_column': 'organization_id'},
+        post_hook=[
+            "{{ ensure_constraint_name('p', 'scan_jobs_pkey') }}",
+            "{{ ensure_constraint_name('u', 'scan_jobs_scan_id_key') }}",
+            "{{ ensure_not_null_constraint_names() }}",
+            "{{ ensure_scan_job_foreign_key() }}",
+            "{{ set_column_defaults({
+                'total_items': '0',
+                'processed_items': '0',
+                'failed_items': '0',
+                'batch_size': '50',
+                'created_at': 'current_timestamp',
+                'updated_at': 'current_timestamp',
+            }) }}",
+            "{{ ensure_index('idx_scan_status_created', 'status, created_at') }}",
+            "{{ ensure_index('idx_scan_id_status', 'scan_id, status') }}",
+            "{{ ensure_index('idx_scan_type_status', 'scan_type, status') }}",
+            "{{ ensure_index('idx_scan_org_status', 'organization_id, status') }}",
+        ],
     )
 }}
 

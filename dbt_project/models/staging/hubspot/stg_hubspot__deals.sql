@@ -9,6 +9,7 @@
     "_scan_id": "text",
     "_scan_job_id": "text",
     "_extracted_at": "timestamptz",
+    "_dlt_id": "text",
 } -%}
 
 with
@@ -22,17 +23,20 @@ source as (
 renamed as (
 
     select
+        _dlt_id,
         id,
         _scan_job_id as scan_job_id,
         _scan_id,
         _tenant_id,
         (_extracted_at at time zone 'UTC') as _extracted_at,
-        properties ->> 'dealname' as dealname,
+        nullif(properties ->> 'dealname', '') as dealname,
         properties ->> 'amount' as amount_raw,
         {{ parse_numeric("properties ->> 'amount'") }} as amount,
         nullif(properties ->> 'dealstage', '') as dealstage,
         nullif(properties ->> 'pipeline', '') as pipeline,
+        properties ->> 'createdate' as createdate_raw,
         {{ parse_timestamp("properties ->> 'createdate'") }} as createdate,
+        properties ->> 'closedate' as closedate_raw,
         {{ parse_timestamp("properties ->> 'closedate'") }} as closedate,
         nullif(properties ->> 'dealtype', '') as dealtype,
         nullif(properties ->> 'hubspot_owner_id', '') as hubspot_owner_id,

@@ -1,0 +1,38 @@
+{%- set raw_columns = {
+    "id": "text",
+    "label": "text",
+    "display_order": "bigint",
+    "archived": "boolean",
+    "_tenant_id": "text",
+    "_scan_id": "text",
+    "_scan_job_id": "text",
+    "_extracted_at": "timestamptz",
+    "_dlt_id": "text",
+} -%}
+
+with
+
+source as (
+
+    select * from {{ source_or_empty('raw_hubspot', 'pipelines', raw_columns) }}
+
+),
+
+renamed as (
+
+    select
+        _dlt_id,
+        id as pipeline_id,
+        label,
+        display_order::integer as display_order,
+        coalesce(archived, false) as archived,
+        _scan_job_id as scan_job_id,
+        _scan_id,
+        _tenant_id,
+        (_extracted_at at time zone 'UTC') as _extracted_at
+
+    from source
+
+)
+
+select * from renamed
