@@ -236,13 +236,14 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
     conn = db.connect()
     try:
         scan_jobs.ensure_schema(conn)
-        changed, status = scan_jobs.cancel(conn, scan_id)
+        outcome = scan_jobs.cancel(conn, scan_id)
     finally:
         conn.close()
-    if changed:
-        print(f"scan {scan_id} cancelled; the running loader stops within one batch")
+    if outcome.changed:
+        print(f"scan {scan_id} cancelled at {outcome.processed_items} of "
+              f"{outcome.total_items} deals; the running loader stops within one batch")
         return 0
-    raise LoaderError(f"scan {scan_id} is already {status}; nothing changed")
+    raise LoaderError(f"scan {scan_id} is already {outcome.status}; nothing changed")
 
 
 def _cmd_transform(args: argparse.Namespace) -> int:

@@ -298,22 +298,39 @@ def finish(
     return row[0] if row else status
 
 
-def cancel(conn: psycopg2.extensions.connection, scan_id: str) -> tuple[bool, str]:
-    """Cancel an active scan (the seed's control operation). Returns (changed, status now)."""
+@dataclass
+class CancelOutcome:
+    """What ``cancel`` did: whether it changed the job, its status now, and its progress at that
+    moment (the loader stops within one batch of it)."""
+
+    changed: bool
+    status: str
+    processed_items: int
+    total_items: int
+
+
+def cancel(conn: psycopg2.extensions.connection, scan_id: str) -> CancelOutcome:
+    """Cancel an active scan (the seed's control operation); a finished scan is left as it is."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "update loader.scan_jobs set status = 'cancelled', completed_at = now(), "
             "error_message = 'Cancelled by user' "
-            "where scan_id = %s and status in ('pending', 'running') returning status",
+            "where scan_id = %s and status in ('pending', 'running') "
+            "returning status, processed_items, total_items",
             (scan_id,),
         )
-        if cur.fetchone():
-            return True, "cancelled"
-        cur.execute("select status from loader.scan_jobs where scan_id = %s", (scan_id,))
+        row = cur.fetchone()
+        if row:
+            return CancelOutcome(True, row[0], row[1], row[2])
+        cur.execute(
+            "select status, processed_items, total_items from loader.scan_jobs "
+            "where scan_id = %s",
+            (scan_id,),
+        )
         row = cur.fetchone()
     if row is None:
         raise LoaderError(f"no scan with id {scan_id!r}")
-    return False, row[0]
+    return CancelOutcome(False, row[0], row[1], row[2])
 
 
 def fail_interrupted(conn: psycopg2.extensions.connection, tenant_id: str) -> list[str]:

@@ -63,12 +63,18 @@ class Progress(Protocol):
     def on_batch(self, processed: int, failed: int) -> bool:
         """``processed``/``failed`` more records; return False to stop (the scan was cancelled)."""
 
+    @property
+    def cancelled(self) -> bool:
+        """True once the scan was cancelled: no resource may yield another batch."""
+
 
 class _Cancelled(Exception):
     """Raised inside a resource when the scan job was cancelled."""
 
 
 class _NoProgress:
+    cancelled = False
+
     def on_total(self, total: int) -> None:
         pass
 
@@ -122,6 +128,8 @@ def hubspot_deals(
         """Yield batches, reporting each; stop at a batch boundary once cancelled."""
         for page in pages:
             for rows, stored, failed in batches_of(page):
+                if progress.cancelled:  # noticed by another resource (dlt interleaves them)
+                    raise _Cancelled
                 yield rows
                 if not progress.on_batch(stored, failed):
                     raise _Cancelled
