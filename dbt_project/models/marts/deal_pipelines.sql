@@ -1,0 +1,33 @@
+{#- One row per tenant and deal pipeline, as the tenant's latest finished scan read them. -#}
+{{
+    config(
+        post_hook=[
+            "{{ ensure_constraint_name('p', 'deal_pipelines_pkey') }}",
+            "{{ ensure_not_null_constraint_names() }}",
+        ],
+    )
+}}
+
+with
+
+int_pipeline_stages_current as (
+
+    select * from {{ ref('int_pipeline_stages_current') }}
+
+),
+
+final as (
+
+    select distinct
+        _tenant_id::varchar(255) as _tenant_id,
+        pipeline_id::varchar(100) as pipeline_id,
+        pipeline_label::varchar(500) as label,
+        pipeline_display_order::integer as display_order,
+        pipeline_archived::boolean as archived,
+        scan_job_id::varchar(50) as scan_job_id,
+        _scan_id::varchar(255) as _scan_id
+    from int_pipeline_stages_current
+
+)
+
+select * from final
