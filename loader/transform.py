@@ -88,6 +88,94 @@ def build(url: str | None = None, *, full_refresh: bool = False, quiet: bool = F
     code = run_dbt(args, url, quiet=quiet)
     if code != 0:
         raise LoaderError(f"dbt build failed (exit {code}); see the dbt output above")
+    count_quarantined(url)
+
+
+#: Per scan job, how many quarantined records have been added to its ``failed_items`` so far:
+#: what makes :func:`count_quarantined` idempotent (it adds only the difference).
+QUARANTINE_COUNTS_DDL = """
+create table if not exists loader.scan_quarantine_counts (
+    scan_job_id varchar(50) primary key,
+    quarantined integer not null,
+    counted_at timestamptz not null default now()
+)
+"""
+
+#: The seed's success-rate formula applied to the new failed count (``new_failed``).
+_NEW_FAILED = "greatest(jobs.failed_items + changes.added, 0)"
+_SUCCESS_RATE = (
+    "case when jobs.total_items > 0 then "
+    f"round((jobs.total_items - least({_NEW_FAILED}, jobs.total_items)) * 100.0 "
+    "/ jobs.total_items, 2)::text || '%' else '100%' end"
+)
+
+#: Adds to each finished scan's failed_items the records of it that dbt put in
+#: analytics.deals_quarantine since the last time (not those the loader rejected and counted
+#: itself), in loader.scan_jobs and in the analytics.scan_jobs mart alike; returns the scans.
+_COUNT_QUARANTINED = f"""
+with quarantined as (
+    select scan_job_id, count(distinct raw_row_id)::integer as quarantined
+    from analytics.deals_quarantine
+    where not counted_by_loader
+    group by scan_job_id
+),
+changes as (
+    select
+        quarantined.scan_job_id,
+        quarantined.quarantined,
+        quarantined.quarantined - coalesce(counted.quarantined, 0) as added
+    from quarantined
+    left join loader.scan_quarantine_counts as counted using (scan_job_id)
+    where quarantined.quarantined is distinct from counted.quarantined
+),
+updated_jobs as (
+    update loader.scan_jobs as jobs
+    set failed_items = {_NEW_FAILED}, success_rate = {_SUCCESS_RATE}
+    from changes
+    where jobs.id = changes.scan_job_id
+        and jobs.status in ('completed', 'failed', 'cancelled')
+    returning jobs.id, jobs.failed_items, jobs.success_rate, jobs.updated_at
+),
+mart_jobs as (
+    update analytics.scan_jobs as jobs
+    set failed_items = updated_jobs.failed_items,
+        success_rate = updated_jobs.success_rate,
+        updated_at = updated_jobs.updated_at at time zone 'UTC'
+    from updated_jobs
+    where jobs.id = updated_jobs.id
+    returning jobs.id
+),
+recorded as (
+    insert into loader.scan_quarantine_counts as counted (scan_job_id, quarantined)
+    select changes.scan_job_id, changes.quarantined
+    from changes
+    inner join updated_jobs on updated_jobs.id = changes.scan_job_id
+    on conflict (scan_job_id) do update
+    set quarantined = excluded.quarantined, counted_at = now()
+    returning scan_job_id
+)
+select scan_job_id from recorded
+"""
+
+
+def count_quarantined(url: str | None = None) -> list[str]:
+    """Add each finished scan's newly quarantined records to its ``failed_items`` (and recompute
+    ``success_rate``) in ``loader.scan_jobs`` and ``analytics.scan_jobs``; return the scan job ids
+    changed. Idempotent: running it again after an unchanged build changes nothing."""
+    with db.transaction(url) as cur:
+        cur.execute(
+            "select to_regclass('analytics.deals_quarantine') is not null "
+            "and to_regclass('loader.scan_jobs') is not null "
+            "and to_regclass('analytics.scan_jobs') is not null"
+        )
+        if not cur.fetchone()[0]:
+            return []
+        cur.execute(
+            "select pg_advisory_xact_lock(hashtextextended('hubspot-loader:quarantine', 0))"
+        )
+        cur.execute(QUARANTINE_COUNTS_DDL)
+        cur.execute(_COUNT_QUARANTINED)
+        return [row[0] for row in cur.fetchall()]
 
 
 def run_sqlfluff(args: list[str], url: str | None = None) -> int:
