@@ -77,6 +77,14 @@ def run_dbt(args: list[str], url: str | None = None, *, quiet: bool = False) -> 
     return int(proc.returncode)
 
 
+def run_dbt_captured(args: list[str], url: str | None = None) -> tuple[int, str]:
+    """Run ``dbt ARGS`` against ``url``; return dbt's exit code and its output (not printed)."""
+    url = url or db.database_url()
+    proc = subprocess.run(dbt_command(args), env=dbt_env(url), check=False, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return int(proc.returncode), proc.stdout
+
+
 def build(url: str | None = None, *, full_refresh: bool = False, quiet: bool = False,
           select: list[str] | None = None) -> None:
     """``dbt build`` (optionally ``--full-refresh``); a one-line error if it fails."""
