@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -69,6 +70,9 @@ class JobProgress:
     took the batch; the counters are written to ``loader.scan_jobs`` in the same statement that
     reads the job's status back, so a ``cancel`` from another terminal stops the scan at the next
     batch boundary. With ``show`` a progress bar (deals of total, rate, ETA) is drawn on stderr.
+    Each write is a small transaction committed without waiting for the WAL flush
+    (``synchronous_commit = off``, see :func:`scan_jobs.set_progress`): a commit per batch then
+    costs a round trip, not a disk sync, and the counters stay exact per batch.
     """
 
     def __init__(
@@ -109,6 +113,8 @@ class JobProgress:
     def flush(self) -> None:
         """Write the counters; remember whether the job was cancelled meanwhile."""
         status = scan_jobs.set_progress(self.conn, self.job, self.processed, self.failed)
+        logger.debug("scan %s: %d processed, %d failed, job %s", self.job.scan_id,
+                     self.processed, self.failed, status)
         if status == "cancelled":
             self.cancelled = True
 
@@ -149,9 +155,21 @@ def acquire_tenant_lock(url: str, tenant_id: str) -> psycopg2.extensions.connect
     )
 
 
+#: dlt settings measured with ``make bench`` (see README "Performance"); the environment
+#: overrides any of them. Intermediate files are local and short-lived: gzip cost a quarter of
+#: a scan's CPU. One normalize worker in-process: tenants already run in parallel processes,
+#: and a forked pool per scan only adds start-up time and memory.
+DLT_PERFORMANCE_DEFAULTS = {
+    "DATA_WRITER__DISABLE_COMPRESSION": "true",
+    "NORMALIZE__WORKERS": "1",
+}
+
+
 def make_pipeline(tenant_id: str, url: str) -> dlt.Pipeline:
     """The tenant's own dlt pipeline (own state, working folder and staging dataset), loading
     into raw_hubspot. Concurrent tenants share no local files and no staging tables."""
+    for key, value in DLT_PERFORMANCE_DEFAULTS.items():
+        os.environ.setdefault(key, value)
     return dlt.pipeline(
         pipeline_name=f"hubspot_{tenant_id}",
         pipelines_dir=str(settings.loader_home() / "dlt"),

@@ -246,8 +246,13 @@ def set_total(conn: psycopg2.extensions.connection, job: ScanJob, total: int) ->
 def set_progress(
     conn: psycopg2.extensions.connection, job: ScanJob, processed: int, failed: int
 ) -> str:
-    """Store absolute progress counters; return the job's current status."""
+    """Store absolute progress counters; return the job's current status.
+
+    Committed without waiting for the WAL flush: other sessions see the counters at once, and a
+    server crash could only lose progress counters, which the scan's final write sets again.
+    """
     with conn, conn.cursor() as cur:
+        cur.execute("set local synchronous_commit = off")
         cur.execute(
             "update loader.scan_jobs set processed_items = %s, failed_items = %s, "
             "total_items = greatest(total_items, %s) where id = %s returning status",
