@@ -1,0 +1,85 @@
+"""``python -m bench`` end to end at a tiny size, so the benchmark cannot rot: every section runs
+and every figure comes out present and sane. No timing is asserted (benchmarks are not tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.embedded_only
+
+
+def _number(value: object) -> float:
+    assert isinstance(value, int | float) and not isinstance(value, bool), value
+    assert value >= 0, value
+    return float(value)
+
+
+def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
+    results_path = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LOADER_HOME")}
+    env.update(RUNTIME__DLTHUB_TELEMETRY="false", DBT_SEND_ANONYMOUS_USAGE_STATS="false")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--deals", "1000", "--tenants", "2", "--quick",
+         "--results", str(results_path)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "targets" in done.stdout  # the rich tables were printed
+
+    results = json.loads(results_path.read_text())
+    assert results["errors"] == {}
+    meta, s = results["meta"], results["sections"]
+    assert meta["deals"] == 1000 and meta["tenants"] == 2 and meta["cores"] >= 1
+    for name in ("source_ceiling", "sink_ceiling", "full_scan", "naive_reference",
+                 "incremental_scan", "rate_limit", "dbt_full", "dbt_incremental", "memory",
+                 "queries"):
+        assert s[name]["cores"] == meta["cores"] and s[name]["date"], name
+
+    for name in ("source_ceiling", "sink_ceiling", "full_scan", "naive_reference"):
+        assert _number(s[name]["deals_per_s"]) > 0, name
+    assert s["full_scan"]["deals"] == 1000 == s["sink_ceiling"]["deals"]
+    assert s["source_ceiling"]["deals"] >= 1000  # live and archived pages
+    assert _number(s["full_scan"]["ratio_to_lower_ceiling"]) > 0
+    assert _number(s["full_scan"]["ratio_to_naive"]) > 0
+
+    inc = s["incremental_scan"]
+    assert inc["modes"] == ["incremental"]
+    assert inc["changed_deals"] > 0 and 0 < inc["requests"] < s["full_scan"]["requests"]
+    _number(inc["requests_ratio"])
+    _number(inc["seconds_ratio"])
+
+    rl = s["rate_limit"]
+    assert rl["allowed_per_window"] > 0 and _number(rl["used_per_window"]) > 0
+    assert rl["used_per_window"] <= rl["allowed_per_window"]
+    _number(rl["utilisation"])
+    _number(rl["count_429_total"])
+
+    assert s["dbt_full"]["ok"] and s["dbt_incremental"]["ok"]
+    _number(s["dbt_full"]["seconds"])
+    _number(s["dbt_incremental"]["ratio_to_full"])
+
+    mem = s["memory"]
+    assert mem["deals_large"] == 5 * mem["deals_small"]
+    assert _number(mem["peak_rss_mb_small"]) > 10 and _number(mem["peak_rss_mb_large"]) > 10
+
+    q = s["queries"]
+    if q["available"]:
+        assert q["analyst_visible_tenants"] == 1  # RLS: one tenant's rows, whatever the SQL
+        for figures in q["queries"].values():
+            for key in ("rls_median_ms", "rls_p95_ms", "owner_median_ms", "owner_p95_ms"):
+                _number(figures[key])
+            assert figures["rls_median_ms"] <= figures["rls_p95_ms"]
+    else:
+        assert q["note"].startswith("not available")
+
+    targets = {t["target"]: t for t in results["targets"]}
+    assert len(targets) == 11
+    assert all(t["measured"] is not None for t in targets.values()), targets
