@@ -1,6 +1,6 @@
 {#-
     One row per scan job, the typed copy of the loader's live records (loader.scan_jobs).
-    Incremental merge on id, reading the jobs updated since the newest updated_at stored. Jobs
+    Incremental merge on id (the table stays in place, so the deals' foreign key holds). Jobs
     retention moved to loader.scan_jobs_archive are deleted here by the retention operation (a
     full refresh, reading loader.scan_jobs only, agrees).
 -#}
@@ -42,16 +42,13 @@ stg_loader__scan_jobs as (
 
 changed as (
 
-    select stg_loader__scan_jobs.*
-    from stg_loader__scan_jobs
-    {% if is_incremental() %}
-        where
-            stg_loader__scan_jobs.updated_at
-            >= (
-                select coalesce(max(current_jobs.updated_at), '-infinity')
-                from {{ this }} as current_jobs
-            )
-    {% endif %}
+    {#-
+        Every job, every build: a filter on updated_at would miss a job whose update committed
+        after the previous build read the newest updated_at but carries an earlier timestamp
+        (now() is the transaction's start), and a finished job is never updated again. The
+        table is small (one row per scan); the merge only rewrites what it matches.
+    #}
+    select * from stg_loader__scan_jobs
 
 ),
 

@@ -1,0 +1,238 @@
+"""Fixtures of the warehouse tests: databases of their own on the session's server, dbt builds
+into them through the loader's CLI, and a login member of the analyst role.
+
+The warehouse tests write raw rows with SQL (what the loader's dlt pipelines would land), so that
+each edge case is exact and the 200,000-deal plan test is fast; the loader itself is covered by
+tests/e2e.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from tests.conftest import ROOT
+from tests.dbt import raw_data
+
+ANALYST_ROLE = "hubspot_analyst"
+
+
+def with_database(url: str, dbname: str) -> str:
+    """``url`` pointing at database ``dbname`` instead."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` logging in as ``user`` (no password: the test servers trust local logins)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url)
+    conn.autocommit = autocommit
+    return conn
+
+
+def run_loader_cli(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m loader ARGS`` against database ``url``; fails the test if it fails."""
+    env = dict(os.environ, DATABASE_URL=url)
+    proc = subprocess.run([sys.executable, "-m", "loader", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        lines = proc.stdout.splitlines()
+        failures = [ln for i, ln in enumerate(lines)
+                    if any("Failure in" in near or "Error in" in near for near in lines[i - 6:i + 1])]
+        pytest.fail(f"python -m loader {' '.join(args)} failed: "
+                    + "\n".join(failures[-60:] or lines[-40:]) + proc.stderr[-1000:])
+    return proc
+
+
+@pytest.fixture(scope="session")
+def scratch_databases(database_url: str) -> Iterator[object]:
+    """A factory of fresh databases on the session's server, all dropped at the end."""
+    created: list[str] = []
+
+    def create(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        admin = connect(database_url)
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'create database "{name}"')
+        finally:
+            admin.close()
+        created.append(name)
+        return with_database(database_url, name)
+
+    yield create
+    if urlsplit(database_url).query.startswith("host=/"):
+        # The embedded server goes away with the session's LOADER_HOME. Not dropped: DROP
+        # DATABASE forces a checkpoint, which the embedded server (run as its own OS user under
+        # pytest's root-only temp dir) cannot write, and it would crash mid-session.
+        return
+    admin = connect(database_url)
+    try:
+        with admin.cursor() as cur:
+            for name in created:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+    finally:
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def analyst_login(database_url: str) -> Iterator[str]:
+    """A LOGIN role that is only a member of hubspot_analyst (not superuser, no BYPASSRLS, owns
+    nothing); dropped at the end. Roles are cluster-wide: the name is unique per session."""
+    name = f"analyst_{uuid.uuid4().hex[:8]}"
+    admin = connect(database_url)
+    try:
+        with admin.cursor() as cur:
+            cur.execute(
+                "do $$ begin if not exists (select from pg_roles where rolname = %s) then "
+                f"create role {ANALYST_ROLE} nologin; end if; end $$",
+                (ANALYST_ROLE,),
+            )
+            cur.execute(f'create role "{name}" login nosuperuser nobypassrls noinherit')
+            cur.execute(f'grant {ANALYST_ROLE} to "{name}"')
+            cur.execute(f'alter role "{name}" inherit')
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'drop role if exists "{name}"')
+        admin.close()
+
+
+def relation_tenant_columns(conn: psycopg2.extensions.connection) -> dict[str, str]:
+    """Every table and view in analytics with its tenant column (organization_id in scan_jobs,
+    _tenant_id elsewhere)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "select c.relname, case when exists (select from pg_attribute a where "
+            "a.attrelid = c.oid and a.attname = '_tenant_id' and not a.attisdropped) "
+            "then '_tenant_id' else 'organization_id' end "
+            "from pg_class c where c.relnamespace = 'analytics'::regnamespace "
+            "and c.relkind in ('r', 'v', 'p', 'm') order by 1"
+        )
+        return dict(cur.fetchall())
+
+
+
+
+CATALOG_QUERIES = {
+    "indexes": """
+        select table_class.relname, index_class.relname, pg_get_indexdef(index_info.indexrelid)
+        from pg_index as index_info
+        join pg_class as index_class on index_class.oid = index_info.indexrelid
+        join pg_class as table_class on table_class.oid = index_info.indrelid
+        where table_class.relnamespace = 'analytics'::regnamespace
+    """,
+    "constraints": """
+        select conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+        from pg_constraint where connamespace = 'analytics'::regnamespace
+    """,
+    "policies": """
+        select tablename, policyname, permissive, roles::text, cmd, qual, with_check
+        from pg_policies where schemaname = 'analytics'
+    """,
+    "grants": """
+        select relation.relname, acl.grantee::regrole::text, acl.privilege_type
+        from pg_class as relation, aclexplode(relation.relacl) as acl
+        where relation.relnamespace = 'analytics'::regnamespace and acl.grantee <> 0
+        union all
+        select 'schema analytics', acl.grantee::regrole::text, acl.privilege_type
+        from pg_namespace as ns, aclexplode(ns.nspacl) as acl
+        where ns.nspname = 'analytics'
+    """,
+    "security": """
+        select relname, relkind::text, relrowsecurity, relforcerowsecurity,
+               coalesce(reloptions::text, '')
+        from pg_class where relnamespace = 'analytics'::regnamespace
+            and relkind in ('r', 'v', 'p', 'm')
+    """,
+    "defaults": """
+        select relation.relname, attribute.attname, pg_get_expr(adbin, adrelid)
+        from pg_attrdef
+        join pg_class as relation on relation.oid = adrelid
+        join pg_attribute as attribute on attribute.attrelid = adrelid and attnum = adnum
+        where relation.relnamespace = 'analytics'::regnamespace
+    """,
+}
+
+
+def catalog_snapshot(url: str) -> dict[str, set[tuple[object, ...]]]:
+    """What a build leaves in analytics' catalog: indexes (with definitions), constraints,
+    policies, grants, RLS and view options, column defaults."""
+    conn = connect(url)
+    try:
+        snapshot = {}
+        with conn.cursor() as cur:
+            for name, sql in CATALOG_QUERIES.items():
+                cur.execute(sql)
+                snapshot[name] = set(cur.fetchall())
+        return snapshot
+    finally:
+        conn.close()
+
+
+DEAL_ROWS = "select * from analytics.deals order by _tenant_id, id"
+
+
+def fetch(url: str, sql: str, params: object = None) -> list[tuple[object, ...]]:
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+class Warehouse:
+    """The scenario database after each build: catalog snapshots and deal rows per stage."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.catalogs: dict[str, dict[str, set[tuple[object, ...]]]] = {}
+        self.deals: dict[str, list[tuple[object, ...]]] = {}
+        self.failed_items: dict[str, dict[str, int]] = {}
+        self.times: dict[str, datetime] = {}
+
+    def build(self, stage: str, *extra: str) -> None:
+        run_loader_cli(self.url, "transform", *extra)
+        self.catalogs[stage] = catalog_snapshot(self.url)
+        self.deals[stage] = fetch(self.url, DEAL_ROWS)
+        self.failed_items[stage] = dict(
+            fetch(self.url, "select id, failed_items from loader.scan_jobs")  # type: ignore[arg-type]
+        )
+
+
+@pytest.fixture(scope="session")
+def warehouse(scratch_databases) -> Warehouse:  # type: ignore[no-untyped-def]
+    """Two tenants sharing deal ids, built three times: first build, incremental build after
+    a second round of scans, --full-refresh. See tests/dbt/scenario.py for the rows."""
+    from tests.dbt import scenario
+
+    url = scratch_databases("warehouse")
+    house = Warehouse(url)
+    conn = connect(url, autocommit=False)
+    try:
+        raw_data.create_raw_tables(conn)
+        scenario.first_round(conn, house.times)
+        house.build("first")
+        scenario.second_round(conn, house.times)
+        house.build("incremental")
+        house.build("full_refresh", "--full-refresh")
+    finally:
+        conn.close()
+    return house
