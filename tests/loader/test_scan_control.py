@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from loader import scan_jobs
 from loader.sandbox import SandboxServer
 from tests.conftest import query, unique_tenant, write_tenants_file
 
@@ -113,7 +114,7 @@ def test_progress_counts_equal_rows_landed_and_status_reads_the_live_record(
         env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
         served = sandbox.portal(tenant).deal_ids()
         first = run_loader("run", "--tenant", tenant, "--batch-size", "7", "--no-transform",
-                           "--json", env=env)
+                           "--progress", "always", env=env)
         assert first.returncode == 0, first.stderr
         changed = served[:5]
         for deal_id in changed:
@@ -122,10 +123,13 @@ def test_progress_counts_equal_rows_landed_and_status_reads_the_live_record(
                             "--lookback-seconds", "0", env=env)
         assert second.returncode == 0, second.stderr
 
-    for result, mode in ((first, "full"), (second, "incremental")):
-        (summary,) = _json_result(result.stdout)
-        assert summary["mode"] == mode and summary["status"] == "completed"
-        job = _job(db_conn, summary["scan_id"])
+    (first_id,) = [r[0] for r in query(
+        db_conn, "select scan_id from loader.scan_jobs where organization_id = %s "
+                 "and scan_type = 'deals_full'", (tenant,))]
+    (second_summary,) = _json_result(second.stdout)
+    for scan_id, mode in ((first_id, "full"), (second_summary["scan_id"], "incremental")):
+        job = _job(db_conn, scan_id)
+        assert job["scan_type"] == f"deals_{mode}"
         landed = _raw_count(db_conn, job["scan_id"])
         rejected = _raw_count(db_conn, job["scan_id"], "deals_rejected") if to_regclass(
             db_conn, "raw_hubspot.deals_rejected") else 0
@@ -137,8 +141,15 @@ def test_progress_counts_equal_rows_landed_and_status_reads_the_live_record(
         assert job["status"] == "completed" and job["error_message"] is None
         assert job["started_at"] <= job["completed_at"]
         assert job["created_at"] <= job["started_at"]
-        assert summary["processed_items"] == job["processed_items"]
-    first_job = _job(db_conn, _json_result(first.stdout)[0]["scan_id"])
+    assert second_summary["processed_items"] == _job(
+        db_conn, second_summary["scan_id"])["processed_items"]
+    first_job = _job(db_conn, first_id)
+    # The human run drew a progress bar (deals of total) on stderr and a summary table.
+    done = first_job["processed_items"] + first_job["failed_items"]
+    assert f"{tenant}: deals" in first.stderr
+    assert f"{done}/{first_job['total_items']}" in first.stderr
+    assert "scan summary" in first.stdout and first_id in first.stdout
+    assert first_job["success_rate"] in first.stdout
     assert first_job["batch_size"] == 7
     assert first_job["total_items"] == len(served) + _archived_count(db_conn, first_job)
     # The incremental scan read what changed (and nothing outside its window).
@@ -193,6 +204,14 @@ def test_status_never_moves_backwards(run_loader, db_conn, tmp_path: Path) -> No
     with pytest.raises(psycopg2.errors.CheckViolation):
         query(db_conn, "update loader.scan_jobs set status = 'paused' where scan_id = %s "
                        "returning 1", (scan_id + "-x",))
+    # The seed's success-rate formula as the loader stores it when a job ends.
+    query(db_conn, "update loader.scan_jobs set total_items = 200, processed_items = 199, "
+                   "failed_items = 1 where scan_id = %s returning 1", (scan_id + "-x",))
+    job = scan_jobs.ScanJob(id=scan_id + "-x", scan_id=scan_id + "-x", tenant_id=tenant)
+    assert scan_jobs.finish(db_conn, job, "failed", "test") == "failed"
+    ended = _job(db_conn, scan_id + "-x")
+    assert ended["success_rate"] == "99.50%" == scan_jobs.success_rate(200, 1)
+    assert ended["completed_at"] is not None and ended["error_message"] == "test"
     query(db_conn, "delete from loader.scan_jobs where scan_id = %s returning 1",
           (scan_id + "-x",))
     assert _job(db_conn, scan_id)["status"] == "completed"
@@ -257,6 +276,7 @@ def test_second_run_for_a_tenant_is_refused_naming_the_running_scan(
             second = run_loader("run", "--tenant", tenant, "--no-transform", env=env)
             jobs_meanwhile = query(db_conn, "select scan_id, status from loader.scan_jobs "
                                             "where organization_id = %s", (tenant,))
+            active = run_loader("scans", "--active", "--tenant", tenant, "--json")
             run_loader("cancel", scan_id)
         finally:
             code, _, _ = _finish(proc)
@@ -267,6 +287,9 @@ def test_second_run_for_a_tenant_is_refused_naming_the_running_scan(
     # The refused run made no job and left the running one alone.
     assert jobs_meanwhile == [(scan_id, "running")]
     assert code != 0 and _job(db_conn, scan_id)["status"] == "cancelled"
+    (listed,) = json.loads(active.stdout)
+    assert listed["scan_id"] == scan_id and listed["status"] == "running"
+    assert listed["loader_alive"] is True
 
 
 def test_sigkill_then_rerun_marks_interrupted_and_matches_an_uninterrupted_scan(
