@@ -9,6 +9,12 @@ by the owner with an explicit tenant filter.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -27,8 +33,6 @@ from tests.conftest import query, unique_tenant, write_tenants_file
 @pytest.fixture(scope="module")
 def scanned(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two tenants scanned and built; returns their ids and scan ids."""
-    import os
-    import subprocess
     import sys
 
     tmp = tmp_path_factory.mktemp("dal")
@@ -52,9 +56,14 @@ def scanned(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 
 @pytest.fixture(scope="module")
-def reader_url(database_url: str, scanned: dict[str, Any]) -> Iterator[str]:
+def reader_role(scanned: dict[str, Any]) -> str:
+    return f"dal_reader_{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def reader_url(database_url: str, reader_role: str) -> Iterator[str]:
     """A LOGIN role that is a member of hubspot_analyst, and a URL connecting as it."""
-    role = f"dal_reader_{uuid.uuid4().hex[:8]}"
+    role = reader_role
     admin = psycopg2.connect(database_url)
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -268,3 +277,81 @@ def test_deals_command_prints_tenant_scoped_tables_and_json(
     prop = run_loader("deals", "--tenant", a, "--property", "custom_region=nowhere-land",
                       "--json")
     assert json.loads(prop.stdout)["deals"] == []
+
+
+@pytest.fixture(scope="module")
+def pgbouncer_url(database_url: str, reader_url: str, reader_role: str) -> Iterator[str]:
+    """A real PgBouncer in transaction pooling mode with ONE server connection, in front of the
+    test database, for the reader role."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not os.path.exists(binary):
+        pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+    params = db.connection_params(database_url)
+    folder = Path(tempfile.mkdtemp(prefix="pgbouncer-"))
+    folder.chmod(0o755)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (folder / "users.txt").write_text(f'"{reader_role}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        f"[databases]\ndal = host={params.host} port={params.port} dbname={params.dbname}\n"
+        f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {folder}/users.txt\npool_mode = transaction\n"
+        "default_pool_size = 1\nmin_pool_size = 0\nmax_client_conn = 20\n"
+        "server_reset_query =\n"
+    )
+    for name in ("users.txt", "pgbouncer.ini"):
+        (folder / name).chmod(0o644)
+    command = [binary, str(folder / "pgbouncer.ini")]
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root; the embedded server's user can
+        user = "pgserver" if params.host.startswith("/") else "postgres"
+        command[1:1] = ["-u", user]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read().decode() if proc.stdout else ""
+                    pytest.fail(f"pgbouncer did not start: {out[-1000:]}")
+                time.sleep(0.05)
+        yield f"postgresql://{reader_role}@127.0.0.1:{port}/dal"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_dal_behind_a_transaction_pooling_pgbouncer(
+    scanned: dict[str, Any], pgbouncer_url: str, db_conn
+) -> None:
+    """Two tenants' readers and a bare client share PgBouncer's single server connection
+    (pool_mode = transaction): each reader sees only its tenant, the bare client nothing."""
+    a, b = scanned["a"], scanned["b"]
+    counts = {t: _owner(db_conn, "select count(*) from analytics.deals where _tenant_id = %s "
+                                 "and not archived", t)[0][0] for t in (a, b)}
+    readers = {t: dal.DealReader(t, url=pgbouncer_url) for t in (a, b)}
+    bare = psycopg2.connect(pgbouncer_url)
+    try:
+        pids = set()
+        for _ in range(2):
+            for tenant, reader in readers.items():
+                assert len(_all_pages(reader, dal.DealFilter(), limit=40)) == counts[tenant]
+                assert {r["deal_count"] for r in reader.count_by_stage()}
+                with reader.transaction() as cur:
+                    cur.execute("select pg_backend_pid() as pid")
+                    pids.add(cur.fetchone()["pid"])
+            with bare, bare.cursor() as cur:
+                cur.execute("select count(*), current_setting('app.current_tenant_id', true), "
+                            "pg_backend_pid() from analytics.deals")
+                visible, setting, pid = cur.fetchone()
+            assert visible == 0 and setting in (None, "")
+            pids.add(pid)
+        assert len(pids) == 1  # one server session served every transaction
+    finally:
+        bare.close()
+        for reader in readers.values():
+            reader.close()
