@@ -3,7 +3,10 @@
 A rule has a *kind* (what goes wrong) and a *trigger* (which requests it hits):
 
 kinds
-    ``status``        answer with a 5xx (``status``: 500/502/503/504; JSON or HTML body)
+    ``status``        answer with a 5xx (``status``: 500/502/503/504; JSON or HTML body) or a
+                      429 in HubSpot's rate-limit shape (``policyName``; ``Retry-After`` on
+                      every other one, as HubSpot sometimes leaves it out) — a 429 storm the
+                      loader did not cause
     ``delay``         wait ``delay`` seconds, then answer normally (combines with other kinds)
     ``truncate``      declare the full Content-Length, send half the body, close the connection
     ``truncate_json`` a complete 200 response whose JSON body is cut in half
@@ -25,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 FAULT_KINDS = ("status", "delay", "truncate", "truncate_json", "bad_json", "html")
-FAULT_STATUSES = (500, 502, 503, 504)
+FAULT_STATUSES = (429, 500, 502, 503, 504)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -157,6 +158,17 @@ def _route_name(request: web.Request) -> str:
 
 def _fault_status_response(rule: FaultRule) -> web.Response:
     status = rule.status
+    if status == 429:
+        body = {
+            "status": "error",
+            "message": "You have reached your ten_secondly_rolling limit.",
+            "errorType": "RATE_LIMIT",
+            "correlationId": correlation_id(),
+            "policyName": "TEN_SECONDLY_ROLLING",
+            "requestId": uuid.uuid4().hex,
+        }
+        headers = {"Retry-After": "1"} if rule.served % 2 else {}
+        return json_response(body, status=429, headers=headers)
     use_html = rule.body == "html" or (rule.body is None and status in (502, 504))
     if use_html:
         return web.Response(body=_GATEWAY_HTML[status], status=status,

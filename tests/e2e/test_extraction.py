@@ -4,11 +4,10 @@ throttling and faults. Each test asserts the final ``analytics.deals`` of its te
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
-import requests
+import pytest
 
 from loader.sandbox import SandboxServer
 from tests.conftest import query, unique_tenant, write_tenants_file
@@ -21,9 +20,15 @@ CONTENT_COLUMNS = (
 
 
 def _scan(run_loader, env: dict[str, str], tenant: str, *extra: str) -> dict:
-    result = run_loader("run", "--tenant", tenant, "--json", *extra, env=env)
+    """One scan without dbt (tests build the marts once, with :func:`_transform`)."""
+    result = run_loader("run", "--tenant", tenant, "--json", "--no-transform", *extra, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     return json.loads(result.stdout[: result.stdout.rindex("]") + 1])[0]
+
+
+def _transform(run_loader) -> None:
+    result = run_loader("transform")
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-2000:])
 
 
 def _deals(db_conn, tenant: str) -> list[tuple]:
@@ -31,6 +36,8 @@ def _deals(db_conn, tenant: str) -> list[tuple]:
                           "where _tenant_id = %s order by id", (tenant,))
 
 
+# Extraction logic, not the database flavour: once, on the embedded server.
+@pytest.mark.embedded_only
 def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
     run_loader, db_conn, tmp_path: Path
 ) -> None:
@@ -42,6 +49,7 @@ def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
         full = _scan(run_loader, env, tenant)
         assert full["mode"] == "full"
         full_requests = portal.stats()["requests_total"]
+        _transform(run_loader)
         before = dict(query(db_conn, "select id, updated_at from analytics.deals "
                                      "where _tenant_id = %s", (tenant,)))
         changed = portal.deal_ids()[::100]  # 1% of the live deals
@@ -50,6 +58,7 @@ def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
         portal.reset_stats()
         inc = _scan(run_loader, env, tenant)
         inc_requests = portal.stats()["requests_total"]
+    _transform(run_loader)
     assert inc["mode"] == "incremental"
     assert inc_requests <= 0.012 * full_requests, (inc_requests, full_requests)
     after = dict(query(db_conn, "select id, updated_at from analytics.deals "
@@ -61,6 +70,8 @@ def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
     assert all(steps[i] == f"call back {i}" for i in changed)
 
 
+# Extraction logic, not the database flavour: once, on the embedded server.
+@pytest.mark.embedded_only
 def test_twelve_thousand_deals_sharing_one_timestamp_all_arrive_once(
     run_loader, db_conn, tmp_path: Path
 ) -> None:
@@ -69,13 +80,14 @@ def test_twelve_thousand_deals_sharing_one_timestamp_all_arrive_once(
     with SandboxServer(portals={tenant: "tok-tie-0123456789"}, deals=12_300, seed=4) as sb:
         env["HUBSPOT_API_BASE_URL"] = sb.base_url
         portal = sb.portal(tenant)
-        _scan(run_loader, env, tenant, "--no-transform", "--no-stage-history")
+        _scan(run_loader, env, tenant, "--no-stage-history")
         stamp_ms = int(time.time() * 1000) - 60_000
         portal.set_all_lastmodified(stamp_ms)
         live = set(portal.deal_ids())
         assert len(live) > 12_000
         inc = _scan(run_loader, env, tenant)
         assert portal.stats()["count_429"] == 0
+    _transform(run_loader)
     assert inc["mode"] == "incremental"
     rows = query(db_conn, "select id, count(*) from raw_hubspot.deals where _scan_id = %s "
                           "and not archived group by id", (inc["scan_id"],))
@@ -100,6 +112,7 @@ def test_archived_deals_land_as_archived(run_loader, db_conn, tmp_path: Path) ->
             portal.archive_deal(deal_id)
         inc = _scan(run_loader, env, tenant)
         archived_in_portal = set(portal.deal_ids(archived=True))
+    _transform(run_loader)
     assert inc["mode"] == "incremental"
     rows = dict(query(db_conn, "select id, archived from analytics.deals where _tenant_id = %s",
                       (tenant,)))
@@ -118,6 +131,7 @@ def test_a_thousand_custom_properties_load_without_414(run_loader, db_conn, tmp_
         stats = sb.stats() if hasattr(sb, "stats") else {"count_414": portal.stats()["count_414"]}
         names = portal.custom_property_names
         sample = portal.deal(portal.deal_ids()[7])
+    _transform(run_loader)
     assert len(names) >= 1000
     assert stats["count_414"] == 0
     (props,) = query(db_conn, "select properties from analytics.deals "
@@ -126,17 +140,8 @@ def test_a_thousand_custom_properties_load_without_414(run_loader, db_conn, tmp_
     assert {n: props[n] for n in names} == {n: sample["properties"].get(n) for n in names}
 
 
-def _hammer(base_url: str, token: str, stop: threading.Event) -> int:
-    """Another client of the same portal, spending its budget: makes the loader meet 429s."""
-    sent = 0
-    with requests.Session() as session:
-        while not stop.is_set() and sent < 20_000:
-            session.get(f"{base_url}/crm/v3/pipelines/deals",
-                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
-            sent += 1
-    return sent
-
-
+# Extraction logic, not the database flavour: once, on the embedded server.
+@pytest.mark.embedded_only
 def test_429_storm_and_5xx_end_in_the_same_tables_as_a_clean_run(
     run_loader, db_conn, tmp_path: Path
 ) -> None:
@@ -148,22 +153,19 @@ def test_429_storm_and_5xx_end_in_the_same_tables_as_a_clean_run(
                                                       stormy: "tok-storm-0123456789"})
         _scan(run_loader, {**env, "HUBSPOT_API_BASE_URL": quiet.base_url}, clean)
         portal = noisy.portal("p")
-        portal.set_rate_limit("free", time_scale=0.1)   # 100 requests per second
-        portal.add_fault("status", status=503, every=7)
-        portal.add_fault("status", status=502, every=11, body="html")
+        portal.set_rate_limit("free", time_scale=0.1)   # the real limiter on, 100 per second
+        # A storm the loader did not cause: every third request answered 429 (Retry-After on
+        # every other 429), plus 5xx with JSON and HTML bodies and cut-off bodies.
+        portal.add_fault("status", status=429, every=3, count=12)
+        portal.add_fault("status", status=503, every=10, count=2)
+        portal.add_fault("status", status=502, every=14, count=2, body="html")
         portal.add_fault("truncate", count=2, path="/crm/v3/objects/deals")
-        stop = threading.Event()
-        hammer = threading.Thread(target=_hammer, args=(noisy.base_url, "tok-storm-0123456789",
-                                                        stop))
-        hammer.start()
-        try:
-            _scan(run_loader, {**env, "HUBSPOT_API_BASE_URL": noisy.base_url}, stormy)
-        finally:
-            stop.set()
-            hammer.join()
+        scan = _scan(run_loader, {**env, "HUBSPOT_API_BASE_URL": noisy.base_url}, stormy)
         stats = portal.stats()
-    assert stats["count_429"] > 20
-    assert stats["faults_total"] > 10
+    _transform(run_loader)
+    assert stats["status_counts"].get("429", 0) >= 5
+    assert stats["status_counts"].get("503", 0) + stats["status_counts"].get("502", 0) >= 2
+    assert scan["status"] == "completed"
     assert _deals(db_conn, stormy) == _deals(db_conn, clean)
 
 
@@ -183,7 +185,7 @@ def test_malformed_200_fails_the_scan_and_keeps_the_cursor(
         for deal_id in changed:
             portal.update_deal(deal_id, {"dealname": f"renamed {deal_id}"})
         portal.add_fault("bad_json", path="/crm/v3/objects/deals/search")
-        bad = run_loader("run", "--tenant", tenant, env=env)
+        bad = run_loader("run", "--tenant", tenant, "--no-transform", env=env)
         assert bad.returncode != 0
         last = bad.stderr.strip().splitlines()[-1]
         assert tenant in last and "unexpected response shape" in last
@@ -197,6 +199,7 @@ def test_malformed_200_fails_the_scan_and_keeps_the_cursor(
                               "where pipeline_name = %s", (f"hubspot_{tenant}",)) == states_before
         portal.clear_faults()
         again = _scan(run_loader, env, tenant)
+    _transform(run_loader)
     assert again["mode"] == "incremental"
     names = dict(query(db_conn, "select id, dealname from analytics.deals where _tenant_id = %s "
                                 "and id = any(%s)", (tenant, changed)))
