@@ -2,18 +2,21 @@
 
 HubSpot limits each portal per rolling window (``X-HubSpot-RateLimit-Max`` requests per
 ``X-HubSpot-RateLimit-Interval-Milliseconds``, e.g. 100 or 190 per 10 s) and the search API per
-second (5/s, no headers). The pacer keeps a log of its own send times per policy and lets a request
-go only while fewer than the limit were sent in the last window (plus a small safety margin for
-network jitter), so in steady state it runs at the limit and never gets a 429. It learns the real
+second (5/s, no headers). The pacer keeps a log of its own requests per policy and lets a request
+go only while fewer than the limit are in the last window (plus a small safety margin), so in
+steady state it runs at the limit and never gets a 429. A request reaches the server somewhere
+between the moment it was sent and the moment its answer came back, so once answered it is logged
+at the answer's time: the server's window can never hold more of ours than the pacer's (logging
+send times alone let two 429s through in a thread-contended test). It learns the real
 limit from the response headers, and if the server says fewer remain than it thinks (another client
 uses the same portal), it waits for its oldest request to leave the window.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +31,7 @@ SEARCH = "search"
 class _Window:
     limit: int | None
     interval: float
-    sent: deque[float] = field(default_factory=deque)
+    sent: list[float] = field(default_factory=list)  # sorted times, in flight or answered
 
 
 class RequestPacer:
@@ -57,22 +60,33 @@ class RequestPacer:
         self.throttled_responses = 0
         self.waited_seconds = 0.0
 
-    def acquire(self, policy: str) -> None:
-        """Block until a request under ``policy`` may be sent, then record it as sent."""
+    def acquire(self, policy: str) -> float:
+        """Block until a request under ``policy`` may be sent, then log it as sent; returns the
+        logged time, to hand to :meth:`answered` when the response is in."""
         window = self._windows[policy]
         while True:
             with self._lock:
                 now = self._clock()
                 horizon = window.interval * (1 + self._margin) + 0.005
-                while window.sent and window.sent[0] <= now - horizon:
-                    window.sent.popleft()
+                expired = bisect.bisect_right(window.sent, now - horizon)
+                if expired:
+                    del window.sent[:expired]
                 if window.limit is None or len(window.sent) < window.limit:
                     window.sent.append(now)
                     self.requests_sent += 1
-                    return
+                    return now
                 delay = window.sent[0] + horizon - now
             self.waited_seconds += max(delay, 0.0)
             self._sleep(max(delay, 0.001))
+
+    def answered(self, policy: str, sent_at: float) -> None:
+        """The request logged at ``sent_at`` was answered: log it at the answer's time."""
+        window = self._windows[policy]
+        with self._lock:
+            index = bisect.bisect_left(window.sent, sent_at)
+            if index < len(window.sent) and window.sent[index] == sent_at:
+                del window.sent[index]
+            bisect.insort(window.sent, self._clock())
 
     def observe(self, policy: str, response: requests.Response) -> None:
         """Learn the portal's limits from HubSpot's rate-limit headers; count 429s."""
@@ -95,7 +109,7 @@ class RequestPacer:
                 extra = ours_left - max(int(remaining), 0)
                 now = self._clock()
                 for _ in range(max(extra, 0)):
-                    window.sent.append(now)
+                    bisect.insort(window.sent, now)
 
     def limit(self, policy: str) -> tuple[int | None, float]:
         """The (limit, interval seconds) currently in force for ``policy``."""
@@ -117,7 +131,10 @@ class PacedAdapter(HTTPAdapter):
 
     def send(self, request, *args, **kwargs):  # type: ignore[no-untyped-def,override]
         policy = policy_for(request.url or "")
-        self.pacer.acquire(policy)
-        response = super().send(request, *args, **kwargs)
+        sent_at = self.pacer.acquire(policy)
+        try:
+            response = super().send(request, *args, **kwargs)
+        finally:
+            self.pacer.answered(policy, sent_at)
         self.pacer.observe(policy, response)
         return response
