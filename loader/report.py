@@ -76,6 +76,7 @@ class JobBoard:
         self._tasks: dict[str, Any] = {}
 
     def start(self) -> None:
+        self._since = self._database_now() or self._since
         self._progress.start()
         self._thread.start()
 
@@ -84,6 +85,21 @@ class JobBoard:
         self._thread.join(timeout=5)
         self._poll()
         self._progress.stop()
+
+    def _database_now(self) -> datetime | None:
+        """The server's clock: jobs are stamped by it, and the client's may be off."""
+        from . import db
+
+        try:
+            conn = db.connect(self.url)
+        except Exception:  # noqa: BLE001 - fall back to the local clock
+            return None
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("select now()")
+                return cur.fetchone()[0]
+        finally:
+            conn.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

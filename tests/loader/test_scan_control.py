@@ -369,15 +369,23 @@ def test_run_all_with_concurrency_matches_sequential_runs_row_for_row(
         for env in (par_env, seq_env):
             env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
         many = run_loader("run", "--all", "--concurrency", "3", "--batch-size", "25",
-                          "--no-transform", "--json", env=par_env)
+                          "--no-transform", "--progress", "always", env=par_env)
         assert many.returncode == 0, many.stderr
         one_by_one = run_loader("run", "--all", "--batch-size", "25", "--no-transform",
                                 "--json", env=seq_env)
         assert one_by_one.returncode == 0, one_by_one.stderr
 
-    par_results = {r["tenant_id"]: r for r in _json_result(many.stdout)}
-    assert set(par_results) == set(parallel)
+    with db_conn.cursor() as cur:
+        cur.execute("select organization_id, scan_id, status, processed_items "
+                    "from loader.scan_jobs where organization_id = any(%s)", (list(parallel),))
+        par_results = {t: {"scan_id": s, "status": st, "processed_items": n}
+                       for t, s, st, n in cur.fetchall()}
+    assert set(par_results) == set(parallel)  # one job per tenant
     assert all(r["status"] == "completed" for r in par_results.values())
+    # The summary table lists every tenant; the progress board drew a bar for each.
+    for tenant, result in par_results.items():
+        assert result["scan_id"] in many.stdout
+        assert f"{tenant}: " in many.stderr
     content = (
         f"select {RAW_CONTENT}, _tenant_id, _scan_id from raw_hubspot.deals "
         "where _tenant_id = %s order by id"
