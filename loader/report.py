@@ -148,7 +148,8 @@ def print_scan_results(results: Sequence[Any], *, as_json: bool) -> None:
     table = Table(title="scan summary")
     numeric = ("deals", "failed", "total", "success", "requests", "seconds")
     for column in ("tenant", "scan id", "mode", "status", *numeric):
-        table.add_column(column, justify="right" if column in numeric else "left")
+        table.add_column(column, justify="right" if column in numeric else "left",
+                         **_full_width(column, [r.scan_id or "-" for r in results]))
     for r in results:
         style = _STATUS_STYLE.get(r.status, "")
         table.add_row(escape(r.tenant_id), escape(r.scan_id or "-"), r.mode,
@@ -156,6 +157,13 @@ def print_scan_results(results: Sequence[Any], *, as_json: bool) -> None:
                       f"{r.failed_items:,}", f"{r.total_items:,}", r.success_rate or "",
                       f"{r.requests:,}", f"{r.seconds:.1f}")
     _console().print(table)
+
+
+def _full_width(column: str, scan_ids: Sequence[str]) -> dict[str, Any]:
+    """Column options that never shorten a scan id: operators copy it into ``cancel``."""
+    if column != "scan id":
+        return {}
+    return {"no_wrap": True, "min_width": max((len(s) for s in scan_ids), default=7)}
 
 
 def progress_percentage(job: dict[str, Any]) -> float:
@@ -192,7 +200,7 @@ def print_jobs(jobs: Sequence[dict[str, Any]], *, as_json: bool, single: bool = 
     table = Table(title="scan jobs")
     for column in ("scan id", "tenant", "type", "status", "progress", "processed", "failed",
                    "started", "completed", "error"):
-        table.add_column(column)
+        table.add_column(column, **_full_width(column, [j["scan_id"] for j in jobs]))
     for job in jobs:
         style = _STATUS_STYLE.get(job["status"], "")
         table.add_row(
