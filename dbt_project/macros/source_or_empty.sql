@@ -26,6 +26,6 @@
                     cast(null as {{ data_type }}) as {{ name }}{{ "," if not loop.last }}
                 {%- endfor %}
             where false
-        )
+        ) as {{ table_name }}_empty {#- PostgreSQL 15 requires an alias on a subquery in FROM -#}
     {%- endif -%}
 {%- endmacro %}

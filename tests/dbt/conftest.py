@@ -103,9 +103,8 @@ def analyst_login(database_url: str) -> Iterator[str]:
                 f"create role {ANALYST_ROLE} nologin; end if; end $$",
                 (ANALYST_ROLE,),
             )
-            cur.execute(f'create role "{name}" login nosuperuser nobypassrls noinherit')
+            cur.execute(f'create role "{name}" login nosuperuser nobypassrls inherit')
             cur.execute(f'grant {ANALYST_ROLE} to "{name}"')
-            cur.execute(f'alter role "{name}" inherit')
         yield name
     finally:
         with admin.cursor() as cur:

@@ -224,31 +224,20 @@ islands as (
 
 ),
 
-per_deal as (
+dated as (
 
+    {#-
+        Window functions only, no self-joins: the latest version (recency = 1) is the last one
+        in oldest-first order, so it lies in the deal's last content island, and updated_at is
+        when that island began.
+    #}
     select
-        _tenant_id,
-        id,
-        min(first_seen_at) as created_at,
-        max(content_version) as last_version
+        *,
+        min(first_seen_at) over (partition by _tenant_id, id) as first_stored_at,
+        min(content_since) over (
+            partition by _tenant_id, id, content_version
+        ) as content_changed_at
     from islands
-    group by _tenant_id, id
-
-),
-
-last_change as (
-
-    select
-        islands._tenant_id,
-        islands.id,
-        min(islands.content_since) as updated_at
-    from islands
-    inner join per_deal
-        on
-            islands._tenant_id = per_deal._tenant_id
-            and islands.id = per_deal.id
-            and islands.content_version = per_deal.last_version
-    group by islands._tenant_id, islands.id
 
 ),
 
@@ -276,18 +265,10 @@ final as (
         latest.properties::jsonb as properties,
         latest.hubspot_created_at::timestamp as hubspot_created_at,
         latest.hubspot_updated_at::timestamp as hubspot_updated_at,
-        per_deal.created_at::timestamp as created_at,
-        last_change.updated_at::timestamp as updated_at
+        latest.first_stored_at::timestamp as created_at,
+        latest.content_changed_at::timestamp as updated_at
 
-    from islands as latest
-    inner join per_deal
-        on
-            latest._tenant_id = per_deal._tenant_id
-            and latest.id = per_deal.id
-    inner join last_change
-        on
-            latest._tenant_id = last_change._tenant_id
-            and latest.id = last_change.id
+    from dated as latest
     where latest.recency = 1
 
 )
