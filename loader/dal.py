@@ -158,19 +158,10 @@ class DealReader:
     def deals(self, filters: DealFilter | None = None, *, limit: int = DEFAULT_LIMIT,
               after: str | None = None) -> Page:
         """A page of deals, newest created first (keyset pagination; ``after`` = a cursor)."""
-        filters = filters or DealFilter()
         limit = _check_limit(limit)
-        where, params = _deal_conditions(filters)
-        if after:
-            created, deal_id = decode_cursor(after)
-            where.append(f"({_SORT_KEY}, id) < (%s::timestamp, %s)")
-            params += [created, deal_id]
-        sql = (
-            f"select {', '.join(DEAL_COLUMNS)}, {_SORT_KEY} as _sort_key from analytics.deals "
-            f"where {' and '.join(where)} order by {_SORT_KEY} desc, id desc limit %s"
-        )
+        sql, params = deals_query(filters or DealFilter(), limit + 1, after)
         with self.transaction() as cur:
-            cur.execute(sql, [*params, limit + 1])
+            cur.execute(sql, params)
             rows = [dict(r) for r in cur.fetchall()]
         more = len(rows) > limit
         rows = rows[:limit]
@@ -262,6 +253,21 @@ class DealReader:
                        + " group by 1")
             cur.execute(f"{sql} order by month desc", params)
             return [dict(r) for r in cur.fetchall()]
+
+
+def deals_query(filters: DealFilter, limit: int, after: str | None = None
+                ) -> tuple[str, list[Any]]:
+    """The SQL and parameters of a deals page (exposed so its plan can be inspected)."""
+    where, params = _deal_conditions(filters)
+    if after:
+        created, deal_id = decode_cursor(after)
+        where.append(f"({_SORT_KEY}, id) < (%s::timestamp, %s)")
+        params += [created, deal_id]
+    sql = (
+        f"select {', '.join(DEAL_COLUMNS)}, {_SORT_KEY} as _sort_key from analytics.deals "
+        f"where {' and '.join(where)} order by {_SORT_KEY} desc, id desc limit %s"
+    )
+    return sql, [*params, limit]
 
 
 def _check_limit(limit: int) -> int:

@@ -355,3 +355,22 @@ def test_dal_behind_a_transaction_pooling_pgbouncer(
         bare.close()
         for reader in readers.values():
             reader.close()
+
+
+def test_property_lookup_can_use_the_gin_index(scanned: dict[str, Any], db_conn) -> None:
+    """The DAL's custom-property filter is ``properties @> ...``, which the GIN index serves
+    (``properties ->> key = value`` could not). On these small tables the planner prefers the
+    tenant index; with the tenant condition alone left out, the same predicate uses the GIN."""
+    if not _owner(db_conn, "select 1 from pg_indexes where schemaname = 'analytics' and "
+                           "indexname = 'idx_deals_properties_gin'"):
+        pytest.skip("analytics.deals has no idx_deals_properties_gin")
+    sql, params = dal.deals_query(dal.DealFilter(properties={"custom_region": "emea"}), 10)
+    assert "properties @> %s::jsonb" in sql and '{"custom_region": "emea"}' in params
+    with db_conn.cursor() as cur:
+        cur.execute("begin")
+        cur.execute("set local enable_seqscan = off")
+        cur.execute("explain select id from analytics.deals where properties @> %s::jsonb",
+                    ('{"custom_region": "emea"}',))
+        plan = "\n".join(r[0] for r in cur.fetchall())
+        cur.execute("rollback")
+    assert "idx_deals_properties_gin" in plan, plan
