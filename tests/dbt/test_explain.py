@@ -46,7 +46,7 @@ insert into raw_hubspot.deals (id, properties, created_at, updated_at, archived,
 select
     (g / {TENANTS})::text,
     jsonb_strip_nulls(jsonb_build_object(
-        'dealname', case when g % 50 = 0 then 'Enterprise deal ' else 'Deal ' end || g,
+        'dealname', case when g % 50 = 7 then 'Enterprise deal ' else 'Deal ' end || g,
         'amount', ((g * 37) % 100000)::text || '.50',
         'pipeline', case when g % 4 = 0 then '777' else 'default' end,
         'dealstage', case when g % 4 = 0 then (array['1001', '1002'])[1 + g % 2]
@@ -56,7 +56,7 @@ select
                               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
         'closedate', case when g % 3 = 0 then to_char(timestamp '2022-02-01'
             + make_interval(hours => g % 26000), 'YYYY-MM-DD') end,
-        'custom_field_name', case when g % 100 = 0 then 'v' || g end
+        'custom_field_name', case when g % 100 = 7 then 'v' || g end
     )),
     timestamptz '2024-01-01', timestamptz '2024-06-01' + make_interval(secs => g),
     g % 10 = 0,
@@ -142,7 +142,9 @@ def big_warehouse(scratch_databases, analyst_login: str) -> Iterator[psycopg2.ex
         raw_data.add_pipelines(conn, f"job-{tenant:02d}-000", f"tenant-{tenant:02d}",
                                datetime(2024, 1, 1, tzinfo=UTC))
     conn.close()
-    run_loader_cli(url, "transform")
+    # The two marts the queries read, with their post-hooks (indexes, RLS, grants); the other
+    # marts and the data tests are exercised by the scenario tests.
+    run_loader_cli(url, "dbt", "run", "--select", "+deals", "+scan_jobs")
     owner = connect(url)
     with owner.cursor() as cur:
         cur.execute("analyze analytics.deals")
@@ -163,7 +165,7 @@ def test_seed_query_uses_an_index(big_warehouse: psycopg2.extensions.connection,
     relation, sql = QUERIES[name]
     with big_warehouse.cursor() as cur:
         cur.execute(sql)
-        assert cur.fetchall() or name == "active scans" or True  # the query runs as the analyst
+        assert cur.fetchall(), name  # the analyst sees rows of its tenant
         cur.execute(f"explain (format json) {sql}")
         plan = cur.fetchone()[0][0]["Plan"]
     on_relation = [n for n in _plan_nodes(plan) if n.get("Relation Name") == relation]

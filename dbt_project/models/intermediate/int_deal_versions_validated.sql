@@ -129,9 +129,9 @@ final as (
         case
             when id is null or btrim(id) = '' or length(id) > 50
                 then 'the deal id is missing, blank or longer than 50 characters'
-            when not archived and dealstage is not null and not stage_found and (
-                snapshot_scan_job_id is null
-            )
+            when
+                not archived and dealstage is not null and not stage_found
+                and snapshot_scan_job_id is null
                 then 'no deal pipelines were read for this tenant, so no stage can be checked'
             when not archived and dealstage is not null and not stage_found
                 then format(

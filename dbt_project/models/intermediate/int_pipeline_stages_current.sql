@@ -43,7 +43,21 @@ latest_snapshots as (
 
 final as (
 
-    select int_pipeline_stages_joined.*
+    select
+        int_pipeline_stages_joined._tenant_id,
+        int_pipeline_stages_joined.scan_job_id,
+        int_pipeline_stages_joined._scan_id,
+        int_pipeline_stages_joined._extracted_at,
+        int_pipeline_stages_joined.pipeline_id,
+        int_pipeline_stages_joined.pipeline_label,
+        int_pipeline_stages_joined.pipeline_display_order,
+        int_pipeline_stages_joined.pipeline_archived,
+        int_pipeline_stages_joined.stage_id,
+        int_pipeline_stages_joined.stage_label,
+        int_pipeline_stages_joined.stage_display_order,
+        int_pipeline_stages_joined.stage_archived,
+        int_pipeline_stages_joined.probability,
+        int_pipeline_stages_joined.is_closed
     from int_pipeline_stages_joined
     inner join latest_snapshots
         on

@@ -21,7 +21,7 @@ final as (
     select distinct
         _tenant_id::varchar(255) as _tenant_id,
         pipeline_id::varchar(100) as pipeline_id,
-        pipeline_label::varchar(500) as label,
+        pipeline_label::varchar(500) as label,  -- noqa: RF04
         pipeline_display_order::integer as display_order,
         pipeline_archived::boolean as archived,
         scan_job_id::varchar(50) as scan_job_id,

@@ -26,7 +26,7 @@ final as (
         _tenant_id::varchar(255) as _tenant_id,
         pipeline_id::varchar(100) as pipeline_id,
         stage_id::varchar(100) as stage_id,
-        stage_label::varchar(500) as label,
+        stage_label::varchar(500) as label,  -- noqa: RF04
         stage_display_order::integer as display_order,
         probability::numeric(5, 4) as probability,
         is_closed::boolean as is_closed,

@@ -21,7 +21,7 @@ final as (
 
     select
         deals._tenant_id,
-        date_trunc('month', deals.closedate) as month,
+        date_trunc('month', deals.closedate) as month,  -- noqa: RF04
         count(*) as closed_deals,
         sum(deals.amount) as total_revenue,
         count(*) filter (where deal_stages.is_won) as won_deals,
