@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -303,8 +304,12 @@ def pgbouncer_url(database_url: str, reader_url: str, reader_role: str) -> Itera
     for name in ("users.txt", "pgbouncer.ini"):
         (folder / name).chmod(0o644)
     command = [binary, str(folder / "pgbouncer.ini")]
-    if os.geteuid() == 0:  # pgbouncer refuses to run as root; the embedded server's user can
+    if os.geteuid() == 0:  # pgbouncer refuses to run as root: run it as the server's user
         user = "pgserver" if params.host.startswith("/") else "postgres"
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            pytest.skip(f"no user {user!r} to run pgbouncer as (it refuses to run as root)")
         command[1:1] = ["-u", user]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
