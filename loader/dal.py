@@ -196,61 +196,45 @@ class DealReader:
                           limit=limit, after=after)
 
     def count_by_stage(self) -> list[dict[str, Any]]:
-        """Live deals per stage, most first: stage, label, count, total amount."""
+        """Live deals per stage, most first: stage, label, count, total amount
+        (``analytics.deals_by_stage``)."""
         with self.transaction() as cur:
-            if _exists(cur, "analytics.deals_by_stage"):
-                cur.execute(
-                    "select dealstage, stage_label, deal_count, total_amount "
-                    f"from analytics.deals_by_stage where _tenant_id = {CURRENT_TENANT} "
-                    "order by deal_count desc, dealstage"
-                )
-            else:
-                cur.execute(
-                    "select dealstage, null::text as stage_label, count(*) as deal_count, "
-                    "sum(amount) as total_amount from analytics.deals "
-                    f"where _tenant_id = {CURRENT_TENANT} and not archived "
-                    "group by dealstage order by deal_count desc, dealstage"
-                )
+            cur.execute(
+                "select dealstage, stage_label, deal_count, total_amount "
+                f"from analytics.deals_by_stage where _tenant_id = {CURRENT_TENANT} "
+                "order by deal_count desc, dealstage"
+            )
             return [dict(r) for r in cur.fetchall()]
 
     def pipeline_stage_summary(self, pipeline: str | None = None) -> list[dict[str, Any]]:
-        """Live deals per pipeline and stage: count and total amount (one pipeline or all)."""
+        """Live deals per pipeline and stage in HubSpot's display order: labels, count, total
+        and average amount (``analytics.pipeline_stage_summary``); one pipeline or all."""
+        sql = (
+            "select pipeline, pipeline_label, dealstage, stage_label, deal_count, total_amount, "
+            "average_amount from analytics.pipeline_stage_summary "
+            f"where _tenant_id = {CURRENT_TENANT}"
+        )
+        params: list[Any] = []
+        if pipeline is not None:
+            sql += " and pipeline = %s"
+            params.append(pipeline)
+        sql += " order by pipeline_display_order, pipeline, stage_display_order, dealstage"
         with self.transaction() as cur:
-            view = _exists(cur, "analytics.pipeline_stage_summary")
-            source = "analytics.pipeline_stage_summary" if view else (
-                "(select _tenant_id, pipeline, dealstage, count(*) as deal_count, "
-                "sum(amount) as total_amount from analytics.deals where not archived "
-                "group by _tenant_id, pipeline, dealstage)")
-            order = ("pipeline_display_order, pipeline, stage_display_order, dealstage" if view
-                     else "pipeline, dealstage")
-            labels = "pipeline_label, stage_label, " if view else ""
-            sql = (f"select pipeline, dealstage, {labels}deal_count, total_amount "
-                   f"from {source} as summary where _tenant_id = {CURRENT_TENANT}")
-            params: list[Any] = []
-            if pipeline is not None:
-                sql += " and pipeline = %s"
-                params.append(pipeline)
-            cur.execute(f"{sql} order by {order}", params)
+            cur.execute(sql, params)
             return [dict(r) for r in cur.fetchall()]
 
     def closed_by_month(self, since: date | datetime | None = None) -> list[dict[str, Any]]:
-        """Live deals with a close date per month, newest month first: count and revenue."""
-        params: list[Any] = [] if since is None else [since]
+        """Live deals with a close date per month, newest month first: count and revenue
+        (``analytics.closed_deals_by_month``); from the month of ``since`` on."""
+        sql = (
+            "select month, closed_deals, total_revenue, won_deals, won_revenue "
+            f"from analytics.closed_deals_by_month where _tenant_id = {CURRENT_TENANT}"
+        )
+        params: list[Any] = []
+        if since is not None:
+            sql += " and month >= date_trunc('month', %s::timestamp)"
+            params.append(since)
         with self.transaction() as cur:
-            if _exists(cur, "analytics.closed_deals_by_month"):
-                sql = ("select month, closed_deals, total_revenue "
-                       "from analytics.closed_deals_by_month "
-                       f"where _tenant_id = {CURRENT_TENANT}"
-                       + ("" if since is None else
-                          " and month >= date_trunc('month', %s::timestamp)"))
-            else:
-                sql = ("select date_trunc('month', closedate) as month, count(*) as "
-                       "closed_deals, sum(amount) as total_revenue from analytics.deals "
-                       f"where _tenant_id = {CURRENT_TENANT} and closedate is not null "
-                       "and not archived"
-                       + ("" if since is None else
-                          " and closedate >= date_trunc('month', %s::timestamp)")
-                       + " group by 1")
             cur.execute(f"{sql} order by month desc", params)
             return [dict(r) for r in cur.fetchall()]
 
@@ -279,11 +263,6 @@ def _check_limit(limit: int) -> int:
 def _finite(value: Any) -> datetime | None:
     """The sort key as a datetime, None for the '-infinity' of deals without a createdate."""
     return value if isinstance(value, datetime) and value != datetime.min else None
-
-
-def _exists(cur: psycopg2.extensions.cursor, name: str) -> bool:
-    cur.execute("select to_regclass(%s) is not null as ok", (name,))
-    return bool(cur.fetchone()["ok"])
 
 
 def _deal_conditions(filters: DealFilter) -> tuple[list[str], list[Any]]:

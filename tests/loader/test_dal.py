@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,9 @@ def test_dal_answers_the_seed_queries_for_its_tenant_only(
             db_conn, "select date_trunc('month', closedate), count(*) from analytics.deals "
                      "where _tenant_id = %s and closedate is not null and not archived "
                      "group by 1", a))
+        recent = reader.closed_by_month(since=date(2025, 3, 15))
+        assert recent and {r["month"] for r in recent} == {
+            m for m in months if m >= datetime(2025, 3, 1)}
 
         # Custom property lookup.
         (region,) = _owner(db_conn, "select properties ->> 'custom_region' from analytics.deals "
