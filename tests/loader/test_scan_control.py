@@ -353,6 +353,61 @@ def test_sigkill_then_rerun_marks_interrupted_and_matches_an_uninterrupted_scan(
     assert rows[killed] == rows[reference]
 
 
+def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
+    run_loader, db_conn, database_url: str, tmp_path: Path
+) -> None:
+    """Killed after extracting, while loading: the next run loads what the dead scan left in
+    its dlt working folder (rows and cursor together), exactly once, then scans on from it."""
+    tenant = unique_tenant("killload")
+    token = "tok-killload-0123456789abcdef"
+    env = write_tenants_file(tmp_path / "tenants.toml", {tenant: token})
+    with SandboxServer(portals={tenant: token}, deals=400, seed=47) as sandbox:
+        env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
+        if to_regclass(db_conn, "raw_hubspot.deals") is None:  # a fresh database: create it
+            warm = run_loader("run", "--tenant", unique_tenant("warm"), "--no-transform",
+                              env={**env, "HUBSPOT_ACCESS_TOKEN": token})
+            assert warm.returncode == 0, warm.stderr
+        served = len(sandbox.portal(tenant).deal_ids())
+        # Hold back every write to raw_hubspot.deals (reads go on): the scan extracts and
+        # normalizes, then waits at its load, where it is killed.
+        blocker = psycopg2.connect(database_url)
+        try:
+            with blocker.cursor() as cur:
+                cur.execute("lock table raw_hubspot.deals in share mode")
+            proc = _popen_loader(tmp_path, env, "run", "--tenant", tenant, "--batch-size",
+                                 "50", "--no-transform")
+            try:
+                _wait_for(lambda: query(
+                    db_conn, "select 1 from pg_locks where relation = "
+                             "'raw_hubspot.deals'::regclass and not granted"),
+                    "the scan's load to wait for the table", timeout=90)
+                dead_scan = query(db_conn, "select scan_id from loader.scan_jobs "
+                                           "where organization_id = %s", (tenant,))[0][0]
+            finally:
+                os.kill(proc.pid, signal.SIGKILL)
+                _finish(proc)
+        finally:
+            blocker.rollback()
+            blocker.close()
+        assert _raw_count(db_conn, dead_scan) == 0  # nothing of it was committed
+        rerun = run_loader("run", "--tenant", tenant, "--no-transform", "--json", env=env)
+        assert rerun.returncode == 0, rerun.stderr
+
+    dead = _job(db_conn, dead_scan)
+    assert dead["status"] == "failed" and dead["error_message"].startswith("interrupted")
+    (result,) = _json_result(rerun.stdout)
+    new_job = _job(db_conn, result["scan_id"])
+    assert new_job["config"]["resumed_after"] == [dead_scan]
+    assert new_job["config"]["finished_pending_loads"]  # the dead scan's package
+    # The dead scan's rows landed once each, with its cursor: the new scan is incremental.
+    rows, distinct = query(db_conn, "select count(*), count(distinct id) from raw_hubspot.deals "
+                                    "where _scan_id = %s", (dead_scan,))[0]
+    archived = query(db_conn, "select count(*) from raw_hubspot.deals where _scan_id = %s "
+                              "and archived", (dead_scan,))[0][0]
+    assert rows == distinct == served + archived
+    assert result["mode"] == "incremental" and result["processed_items"] < served
+
+
 # --- many tenants --------------------------------------------------------------------------------
 
 
@@ -364,8 +419,8 @@ def test_run_all_with_concurrency_matches_sequential_runs_row_for_row(
     sequential = {unique_tenant(f"seq{i}"): tok for i, tok in enumerate(portals.values())}
     par_env = write_tenants_file(tmp_path / "parallel.toml", parallel)
     seq_env = write_tenants_file(tmp_path / "sequential.toml", sequential)
-    with SandboxServer(portals=portals, deals=120, seed=37,
-                       deals_per_portal={"p1": 60, "p3": 180}) as sandbox:
+    with SandboxServer(portals=portals, deals=60, seed=37,
+                       deals_per_portal={"p1": 30, "p3": 90}) as sandbox:
         for env in (par_env, seq_env):
             env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
         many = run_loader("run", "--all", "--concurrency", "3", "--batch-size", "25",
