@@ -23,15 +23,6 @@
         {{ exceptions.raise_compiler_error('archive_scan_jobs: days must be at least 1') }}
     {%- endif -%}
     {%- set ops = adapter.quote(var('ops_schema')) -%}
-    {%- set archive_ddl -%}
-        create table if not exists {{ ops }}.scan_jobs_archive (
-            like {{ ops }}.scan_jobs,
-            archived_at timestamptz not null default now(),
-            constraint scan_jobs_archive_pkey primary key (id)
-        );
-        create index if not exists idx_scan_jobs_archive_org_completed
-        on {{ ops }}.scan_jobs_archive (organization_id, completed_at)
-    {%- endset -%}
     {%- set candidates -%}
         select live_jobs.id
         from {{ ops }}.scan_jobs as live_jobs
@@ -55,7 +46,7 @@
         {%- set moved = run_query(moved_sql) -%}
     {%- else -%}
         {%- do run_query('begin') -%}
-        {%- do run_query(archive_ddl) -%}
+        {%- do run_query(ensure_scan_jobs_archive()) -%}
         {%- set move_sql -%}
             with
             candidates as (
@@ -103,3 +94,27 @@
         'days': days, 'dry_run': dry_run, 'jobs': jobs,
     }), info=True) }}
 {% endmacro %}
+
+{#-
+    loader.scan_jobs_archive: the live table's columns plus archived_at. Created by on-run-start
+    as soon as loader.scan_jobs exists (not only by the first retention run), so that
+    stg_loader__scan_jobs_archive always reads the real table: a staging view compiled while it
+    was missing would select nothing until rebuilt, hiding archived scans from a --full-refresh
+    of deals that does not rebuild staging.
+-#}
+{% macro ensure_scan_jobs_archive() -%}
+    {%- set ops = var('ops_schema') -%}
+    do $ensure_scan_jobs_archive$
+    begin
+        if to_regclass('{{ adapter.quote(ops) }}.scan_jobs') is not null then
+            create table if not exists {{ adapter.quote(ops) }}.scan_jobs_archive (
+                like {{ adapter.quote(ops) }}.scan_jobs,
+                archived_at timestamptz not null default now(),
+                constraint scan_jobs_archive_pkey primary key (id)
+            );
+            create index if not exists idx_scan_jobs_archive_org_completed
+            on {{ adapter.quote(ops) }}.scan_jobs_archive (organization_id, completed_at);
+        end if;
+    end
+    $ensure_scan_jobs_archive$
+{%- endmacro %}
