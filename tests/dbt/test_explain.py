@@ -131,7 +131,9 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def big_warehouse(scratch_databases, analyst_login: str) -> Iterator[psycopg2.extensions.connection]:  # type: ignore[no-untyped-def]
+def big_warehouse(  # type: ignore[no-untyped-def]
+    scratch_databases, analyst_login: str
+) -> Iterator[psycopg2.extensions.connection]:
     url = scratch_databases("explain")
     conn = connect(url, autocommit=False)
     raw_data.create_raw_tables(conn)
