@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
+
 from . import db, settings
 from .errors import LoaderError
 
@@ -170,6 +172,16 @@ def count_quarantined(url: str | None = None) -> list[str]:
     """Add each finished scan's newly quarantined records to its ``failed_items`` (and recompute
     ``success_rate``) in ``loader.scan_jobs`` and ``analytics.scan_jobs``; return the scan job ids
     changed. Idempotent: running it again after an unchanged build changes nothing."""
+    try:
+        return _count_quarantined(url)
+    except psycopg2.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LoaderError(
+            f"dbt build done, but adding quarantined records to failed_items failed: {first}"
+        ) from None
+
+
+def _count_quarantined(url: str | None) -> list[str]:
     with db.transaction(url) as cur:
         cur.execute(
             "select to_regclass('analytics.deals_quarantine') is not null "
