@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,6 +125,35 @@ class JobProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class _CtrlCCancels:
+    """While a scan runs in the main thread, the first Ctrl-C (SIGINT) cancels it like
+    ``python -m loader cancel``: it stops at the next batch boundary and loads what it took.
+    A second Ctrl-C aborts at once (KeyboardInterrupt: the job ends cancelled, nothing of the
+    running step is loaded)."""
+
+    def __init__(self, progress: JobProgress, job: scan_jobs.ScanJob) -> None:
+        self.progress, self.job = progress, job
+        self.pressed = False
+        self._previous: Any = None
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        self.progress.cancelled = True
+        print(f"scan {self.job.scan_id}: stopping at the next batch (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
 
 
 def acquire_tenant_lock(url: str, tenant_id: str) -> psycopg2.extensions.connection:
@@ -261,7 +293,9 @@ def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
         status_now = scan_jobs.mark_running(conn, job)
         progress = JobProgress(conn, job, options.batch_size, options.show_progress)
         client = HubSpotClient(options.api_base_url, token, tenant.id, pacer=RequestPacer())
+        ctrl_c = _CtrlCCancels(progress, job)
         try:
+            ctrl_c.install()
             if status_now == "cancelled":
                 progress.cancelled = True
             elif error is None:
@@ -285,13 +319,18 @@ def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
                 )
                 pipeline.run(source, loader_file_format=options.loader_file_format)
         except (PipelineStepFailed, LoaderError) as exc:
-            error = _one_line(exc)
+            interrupt = _interrupt_in(exc)  # dlt wraps a Ctrl-C inside a step
+            if interrupt is not None:
+                user_interrupt = interrupt
+            else:
+                error = _one_line(exc)
         except KeyboardInterrupt as exc:
             user_interrupt = exc
         except Exception as exc:  # noqa: BLE001 - the job must not stay "running"
             logger.debug("scan %s failed", job.scan_id, exc_info=True)
             error = f"tenant {tenant.id}: unexpected {type(exc).__name__}: {_one_line(exc)}"
         finally:
+            ctrl_c.uninstall()
             progress.close()
         progress.flush()
         if user_interrupt is not None:
@@ -300,7 +339,8 @@ def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
         if error is not None:
             status = scan_jobs.finish(conn, job, "failed", error)
         elif progress.cancelled:
-            status = scan_jobs.finish(conn, job, "cancelled", "Cancelled by user")
+            reason = "Cancelled by user (Ctrl-C)" if ctrl_c.pressed else "Cancelled by user"
+            status = scan_jobs.finish(conn, job, "cancelled", reason)
         else:
             status = scan_jobs.finish(conn, job, "completed")
         final = scan_jobs.get(conn, job.scan_id)
@@ -360,6 +400,21 @@ def _reset_deals_cursor(pipeline: dlt.Pipeline) -> None:
     # The changed state is committed with the scan's data (the resource writes to it too).
     with pipeline.managed_state() as state:
         reset_resource_state("deals", state["sources"][SOURCE_NAME])
+
+
+def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt somewhere in an exception chain (dlt's ``exception`` included)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        nested = getattr(current, "exception", None)
+        current = nested if isinstance(nested, BaseException) else (
+            current.__cause__ or current.__context__
+        )
+    return None
 
 
 def _one_line(exc: BaseException) -> str:

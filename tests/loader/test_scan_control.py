@@ -277,16 +277,21 @@ def test_second_run_for_a_tenant_is_refused_naming_the_running_scan(
             jobs_meanwhile = query(db_conn, "select scan_id, status from loader.scan_jobs "
                                             "where organization_id = %s", (tenant,))
             active = run_loader("scans", "--active", "--tenant", tenant, "--json")
-            run_loader("cancel", scan_id)
         finally:
-            code, _, _ = _finish(proc)
+            proc.send_signal(signal.SIGINT)  # Ctrl-C in the first terminal: a cancel
+            code, _, err = _finish(proc)
     assert second.returncode != 0
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
     assert lines[0].startswith(f"error: tenant {tenant} already has a running scan {scan_id}")
     # The refused run made no job and left the running one alone.
     assert jobs_meanwhile == [(scan_id, "running")]
-    assert code != 0 and _job(db_conn, scan_id)["status"] == "cancelled"
+    # Ctrl-C stopped the first scan at a batch boundary, keeping what it had taken.
+    job = _job(db_conn, scan_id)
+    assert code != 0 and job["status"] == "cancelled"
+    assert job["error_message"] == "Cancelled by user (Ctrl-C)"
+    assert f"scan {scan_id} for tenant {tenant} cancelled" in err
+    assert _raw_count(db_conn, scan_id) == job["processed_items"] < 2000
     (listed,) = json.loads(active.stdout)
     assert listed["scan_id"] == scan_id and listed["status"] == "running"
     assert listed["loader_alive"] is True
