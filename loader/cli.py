@@ -193,6 +193,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not ok:
         bad = [r for r in results if r.status != "completed"]
         for r in bad:
+            if not r.scan_id:  # refused or skipped before a job existed; the message names it
+                print(f"error: {r.error_message}", file=sys.stderr)
+                continue
             print(f"error: scan {r.scan_id} for tenant {r.tenant_id} {r.status}: "
                   f"{r.error_message or ''}".rstrip(": "), file=sys.stderr)
         return 1

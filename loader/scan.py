@@ -29,6 +29,8 @@ from .known_stages import stage_lookup
 logger = logging.getLogger(__name__)
 
 RAW_DATASET = "raw_hubspot"
+#: ``error_message`` of a scan stopped by Ctrl-C in its own terminal.
+CTRL_C_REASON = "Cancelled by user (Ctrl-C)"
 
 
 @dataclass
@@ -339,7 +341,7 @@ def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
         if error is not None:
             status = scan_jobs.finish(conn, job, "failed", error)
         elif progress.cancelled:
-            reason = "Cancelled by user (Ctrl-C)" if ctrl_c.pressed else "Cancelled by user"
+            reason = CTRL_C_REASON if ctrl_c.pressed else "Cancelled by user"
             status = scan_jobs.finish(conn, job, "cancelled", reason)
         else:
             status = scan_jobs.finish(conn, job, "completed")
@@ -461,7 +463,14 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
         return [run_scan(options[0])]
     url = db.database_url()
     if concurrency <= 1:
-        return [_run_scan_isolated(opt, url) for opt in options]
+        results: list[ScanResult] = []
+        for opt in options:
+            if any(r.error_message == CTRL_C_REASON for r in results):  # Ctrl-C stops them all
+                results.append(_failed_result(
+                    opt, f"tenant {opt.tenant_id}: not scanned: stopped by Ctrl-C"))
+            else:
+                results.append(_run_scan_isolated(opt, url))
+        return results
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
