@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "beyond what was scanned are generated with SQL")
     p.add_argument("--query-tenants", type=int, default=0, help="default: --tenants")
     p.add_argument("--query-repeats", type=int, default=50)
+    p.add_argument("--dbt-timeout", type=float, default=1200.0,
+                   help="seconds one dbt build may take before the bench gives up on it")
     p.add_argument("--quick", action="store_true",
                    help="short rate-limit and query sections (for the smoke test)")
     p.add_argument("--keep-home", action="store_true", help="keep the temporary LOADER_HOME")
@@ -146,7 +148,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             full["ratio_to_naive"] = round(full["deals_per_s"] / nv["deals_per_s"], 2)
             nv["extrapolated_seconds_for_n"] = round(args.deals / nv["deals_per_s"], 1)
 
-        dbt_full = bench.section("dbt_full", lambda: scans.dbt_build(env, full_refresh=True))
+        dbt_full = bench.section("dbt_full", lambda: scans.dbt_build(
+            env, full_refresh=True, timeout=args.dbt_timeout))
 
         def incremental() -> dict[str, Any]:
             changed = scans.change_deals(env, sandbox, tenants, 0.01)
@@ -161,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         inc = bench.section("incremental_scan", incremental)
 
         def dbt_incremental() -> dict[str, Any]:
-            result = scans.dbt_build(env, full_refresh=False)
+            result = scans.dbt_build(env, full_refresh=False, timeout=args.dbt_timeout)
             if dbt_full and dbt_full.get("seconds"):
                 result["ratio_to_full"] = round(result["seconds"] / dbt_full["seconds"], 3)
             return result

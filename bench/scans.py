@@ -107,10 +107,11 @@ def change_deals(env: BenchEnv, sandbox: Sandbox, tenants: list[str], fraction: 
     return len(work)
 
 
-def dbt_build(env: BenchEnv, *, full_refresh: bool) -> dict[str, Any]:
+def dbt_build(env: BenchEnv, *, full_refresh: bool, timeout: float | None = None
+              ) -> dict[str, Any]:
     """``python -m loader transform [--full-refresh]`` (dbt build: models and their tests)."""
     args = ["transform", *(["--full-refresh"] if full_refresh else [])]
-    run = env.loader(args, env.env())
+    run = env.loader(args, env.env(), timeout=timeout)
     out: dict[str, Any] = {"seconds": round(run.seconds, 3), "ok": run.returncode == 0}
     if run.returncode != 0:
         out["error"] = "\n".join((run.stdout + run.stderr).strip().splitlines()[-8:])
