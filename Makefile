@@ -27,7 +27,7 @@ demo: install
 test: install lint dbt-build pytest pytest-pg15
 
 lint: install
-	$(PY) -m ruff check loader tests
+	$(PY) -m ruff check loader tests bench
 	$(PY) -m loader lint
 
 dbt-build: install
