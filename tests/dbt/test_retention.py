@@ -36,7 +36,7 @@ def test_retention_archives_only_jobs_no_current_deal_references(warehouse: Ware
     assert fetch(warehouse.url, DEAL_ROWS) == deals_before  # nothing cascaded
 
     # The archived scan's raw rows still count: created_at of deals it first stored is kept.
-    run_loader_cli(warehouse.url, "transform", "--full-refresh", "--select", "deals+")
+    run_loader_cli(warehouse.url, "dbt", "run", "--full-refresh", "--select", "deals+")
     assert fetch(warehouse.url, DEAL_ROWS) == deals_before
 
 
