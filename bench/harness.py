@@ -171,6 +171,11 @@ class Sandbox:
     def portal_stats(self, tenant: str) -> dict[str, Any]:
         return self._control("GET", f"/portals/{tenant}/stats")
 
+    def cache_counters(self) -> tuple[int, int]:
+        """(hits, misses) of the sandbox's rendered-page cache so far."""
+        cache = (self._control("GET", "/stats") or {}).get("response_cache") or {}
+        return int(cache.get("hits", 0)), int(cache.get("misses", 0))
+
     def requests_total(self, tenants: Iterable[str]) -> int:
         return sum(self.portal_stats(t)["requests_total"] for t in tenants)
 

@@ -50,9 +50,11 @@ def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, wha
     if full_refresh:
         args.append("--full-refresh")
     before = sandbox.requests_total(tenants)
+    hits, misses = sandbox.cache_counters()
     run = env.loader(args, tenv, timeout=timeout)
     results = _scan_results(run, what)
     requests_made = sandbox.requests_total(tenants) - before
+    hits_after, misses_after = sandbox.cache_counters()
     deals = _landed(env, results)
     return {
         "deals": deals,
@@ -64,6 +66,9 @@ def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, wha
         "cpu_seconds": round(run.cpu_seconds, 2),
         "peak_rss_process_mb": round(run.peak_rss_process / MB, 1),
         "peak_rss_tree_mb": round(run.peak_rss_tree / MB, 1),
+        # Pages the sandbox served from its cache vs rendered (rendering costs its CPU too).
+        "sandbox_cached_pages": hits_after - hits,
+        "sandbox_rendered_pages": misses_after - misses,
     }
 
 
