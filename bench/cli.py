@@ -125,12 +125,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scans.warm_up(env, sandbox, "bench-warm")
 
         def source() -> dict[str, Any]:
+            # The first pass makes the sandbox render every page, as the scan's requests do (the
+            # scan's pages are not the ones this client's requests cached: see the scan's
+            # sandbox_cached_pages). The second pass, from the cache, is shown for reference.
             cold = ceilings.source_ceiling(base, tenants)
             warm = ceilings.source_ceiling(base, tenants)
-            best = warm if warm["deals_per_s"] >= cold["deals_per_s"] else cold
-            return {**best, "cold_deals_per_s": cold["deals_per_s"],
+            return {**cold, "cold_deals_per_s": cold["deals_per_s"],
                     "warm_deals_per_s": warm["deals_per_s"],
-                    "note": "best of two passes (the sandbox caches rendered pages)"}
+                    "note": "pages rendered by the sandbox, as for the scan; "
+                            "warm_deals_per_s: the same pages again from its cache"}
 
         src = bench.section("source_ceiling", source)
         full = bench.section("full_scan", lambda: scans.scan(
