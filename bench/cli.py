@@ -100,9 +100,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     naive_deals = args.naive_deals or min(per_tenant, 5000)
     tier = TIERS[args.rate_limit_tier]
     rl_seconds = 6.0 if args.quick else args.rate_limit_seconds
-    rl_scale = 0.05 if args.quick else args.time_scale
+    rl_scale = 0.02 if args.quick else args.time_scale
     allowed_rate = tier.ten_secondly / (TEN_SECONDLY_WINDOW_S * rl_scale)
-    rl_deals = 1000 if args.quick else max(500, int(allowed_rate * rl_seconds * 50))
+    rl_deals = 3000 if args.quick else max(500, int(allowed_rate * rl_seconds * 50))
     mem_small, mem_large = per_tenant, per_tenant * args.memory_factor
     portals = {**counts, "bench-warm": 50, "bench-rl": rl_deals,
                "bench-mem1": mem_small, "bench-mem5": mem_large}

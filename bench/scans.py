@@ -159,6 +159,11 @@ def rate_limit(env: BenchEnv, sandbox: Sandbox, tenant: str, *, tier: str, time_
         thread.join()
     _scan_results(run, "rate-limited scan")
     windows, throttled = _per_window(samples, window)
+    if not windows and len(samples) > 1:
+        # The scan was shorter than one window: its average rate, per window.
+        span = max(samples[-1][0] - samples[0][0], 1e-9)
+        windows = [round((samples[-1][1] - samples[0][1]) * window / span)]
+        throttled = [samples[-1][2] - samples[0][2]]
     steady = windows[1:] if len(windows) > 2 else windows
     steady_429 = throttled[1:] if len(throttled) > 2 else throttled
     used = statistics.mean(steady) if steady else 0.0
