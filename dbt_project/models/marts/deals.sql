@@ -122,10 +122,10 @@ new_rows as (
     {% endif %}
     where
         versions_validated.record_issue is null
-        {% if is_incremental() %}
-            and versions_validated._extracted_at
-            > coalesce(high_water_marks.max_extracted_at, '-infinity'::timestamp)
-        {% endif %}
+    {% if is_incremental() %}
+        and versions_validated._extracted_at
+        > coalesce(high_water_marks.max_extracted_at, '-infinity'::timestamp)
+    {% endif %}
 
 ),
 
