@@ -29,6 +29,20 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "embedded_only: runs only on the embedded PostgreSQL")
 
 
+#: Tests that do not depend on which PostgreSQL serves them (the sandbox, the benchmark's smoke
+#: run, extraction logic): ``make test`` runs them once, on the embedded server, not again on
+#: PostgreSQL 15.
+_DATABASE_AGNOSTIC = ("tests/sandbox/", "tests/bench/", "tests/e2e/test_extraction.py",
+                      "tests/loader/test_pacer")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.path.relative_to(ROOT).as_posix()
+        if path.startswith(_DATABASE_AGNOSTIC):
+            item.add_marker(pytest.mark.embedded_only)
+
+
 @pytest.fixture(scope="session")
 def loader_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("loader-home")
