@@ -394,6 +394,14 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
         finally:
             blocker.rollback()
             blocker.close()
+        # The killed loader's server session was queued behind the lock, not reading its socket:
+        # it notices its client is gone only now, and must end (releasing whatever it holds)
+        # before the next run, as it would on its own in production within moments.
+        _wait_for(lambda: not query(
+            db_conn, "select 1 from pg_stat_activity where datname = current_database() and "
+                     "pid <> pg_backend_pid() and backend_type = 'client backend' and "
+                     "state <> 'idle'"),
+            "the killed loader's database session to end", timeout=60)
         assert _raw_count(db_conn, dead_scan) == 0  # nothing of it was committed
         rerun = run_loader("run", "--tenant", tenant, "--no-transform", "--json", env=env)
         assert rerun.returncode == 0, rerun.stderr
