@@ -128,7 +128,11 @@ class RateLimiter:
             self.retry_after == "alternate" and self.rejections % 2 == 1
         ):
             headers["Retry-After"] = str(max(1, math.ceil(wait_s)))
-        body = {
+        return Decision(headers, self.error_body(message, policy))
+
+    def error_body(self, message: str, policy: str) -> dict[str, str]:
+        """HubSpot's 429 body for ``policy`` (also served by injected 429 faults)."""
+        return {
             "status": "error",
             "message": message,
             "errorType": "RATE_LIMIT",
@@ -137,7 +141,6 @@ class RateLimiter:
             "groupName": f"publicapi:private-app-{policy.lower()}:{self.portal_id}",
             "requestId": uuid.uuid4().hex,
         }
-        return Decision(headers, body)
 
     def check(self, *, is_search: bool) -> Decision:
         """Count one request; return headers and, when over a limit, a 429 body.

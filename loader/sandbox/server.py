@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -156,17 +155,11 @@ def _route_name(request: web.Request) -> str:
     return f"{request.method} {path}"
 
 
-def _fault_status_response(rule: FaultRule) -> web.Response:
+def _fault_status_response(rule: FaultRule, portal: Portal) -> web.Response:
     status = rule.status
     if status == 429:
-        body = {
-            "status": "error",
-            "message": "You have reached your ten_secondly_rolling limit.",
-            "errorType": "RATE_LIMIT",
-            "correlationId": correlation_id(),
-            "policyName": "TEN_SECONDLY_ROLLING",
-            "requestId": uuid.uuid4().hex,
-        }
+        body = portal.limiter.error_body("You have reached your ten_secondly_rolling limit.",
+                                         "TEN_SECONDLY_ROLLING")
         headers = {"Retry-After": "1"} if rule.served % 2 else {}
         return json_response(body, status=429, headers=headers)
     use_html = rule.body == "html" or (rule.body is None and status in (502, 504))
@@ -238,7 +231,7 @@ async def hubspot_middleware(
     if delay:
         await asyncio.sleep(delay)
     if rule is not None and rule.kind == "status":
-        resp = _fault_status_response(rule)
+        resp = _fault_status_response(rule, portal)
         resp.headers.update(headers)
         portal.count_status(resp.status)
         return resp
