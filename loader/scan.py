@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import gzip
 import hashlib
 import logging
 import os
@@ -15,6 +17,7 @@ from typing import Any
 
 import dlt
 import psycopg2.extensions
+from dlt.common.storages.load_package import ParsedLoadJobFileName
 from dlt.extract.state import reset_resource_state
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -384,8 +387,60 @@ def _finish_pending_load(pipeline: dlt.Pipeline) -> list[str]:
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()
     if pipeline.list_normalized_load_packages():
+        _settle_committed_jobs(pipeline)
         pipeline.load()
     return sorted(set(load_ids))
+
+
+def _settle_committed_jobs(pipeline: dlt.Pipeline) -> list[str]:
+    """Mark as completed the load jobs a killed loader had started and whose rows are committed.
+
+    dlt loads each job file in a transaction of its own, then moves the file to
+    ``completed_jobs``. A loader killed between the two leaves a committed job in
+    ``started_jobs``, which dlt would load again on resume: the rows' ``_dlt_id`` unique key
+    refuses them, and after five retries the package fails for good. A job's rows are all in or
+    all out, so its first row's ``_dlt_id`` tells which: present means committed. Returns the
+    job files it completed.
+    """
+    packages = pipeline._get_load_storage().normalized_packages  # noqa: SLF001 - no public API
+    settled: list[str] = []
+    with pipeline.sql_client() as client:
+        for load_id in packages.list_packages():
+            for relative in packages.list_started_jobs(load_id):
+                file_name = os.path.basename(relative)
+                job = ParsedLoadJobFileName.parse(file_name)
+                if job.file_format != "csv":
+                    continue  # the loader writes csv; anything else is left to dlt's retry
+                dlt_id = _first_dlt_id(packages.storage.make_full_path(relative), job.is_compressed)
+                table = client.make_qualified_table_name(job.table_name)
+                if dlt_id is None or not _scalar(client, "select to_regclass(%s) is not null",
+                                                 table):
+                    continue  # nothing to tell by (or no table yet): loading it again is safe
+                if _scalar(client, f"select exists (select from {table} where _dlt_id = %s)",
+                           dlt_id):
+                    packages.complete_job(load_id, file_name)
+                    settled.append(file_name)
+    if settled:
+        logger.warning("pipeline %s: %d job(s) the interrupted load had committed: %s",
+                       pipeline.pipeline_name, len(settled), ", ".join(sorted(settled)))
+    return settled
+
+
+def _scalar(client: Any, sql: str, *args: Any) -> Any:
+    rows = client.execute_sql(sql, *args)
+    return rows[0][0] if rows else None
+
+
+def _first_dlt_id(path: str, compressed: bool) -> str | None:
+    """The ``_dlt_id`` of the first row of one of dlt's csv job files (None if it has no rows)."""
+    opener = gzip.open if compressed else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        rows = csv.reader(handle)
+        header = next(rows, None)
+        first = next(rows, None)
+    if not header or not first or "_dlt_id" not in header:
+        return None
+    return first[header.index("_dlt_id")]
 
 
 def _has_completed_full(pipeline: dlt.Pipeline) -> bool:
