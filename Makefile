@@ -23,8 +23,14 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(PY) -m loader demo
 
-## test: lint, dbt build on a throwaway database, pytest on embedded PG 18 and CI's PG 15
-test: install lint dbt-build pytest pytest-pg15
+# Each pytest pass gets a base temp folder of its own (the embedded server's data lives there):
+# two sessions sharing pytest's default /tmp/pytest-of-$USER would reset each other's folders.
+TEST_TMP ?= /tmp/loader-pytest-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
+
+## test: lint, pytest on the embedded PG 18 and on CI's PG 15 — the three side by side; each
+## one's output is printed whole when it ends (most of the time is spent waiting on servers)
+test: install
+	@$(MAKE) --no-print-directory --jobs=3 --output-sync=target lint pytest pytest-pg15
 
 lint: install
 	$(PY) -m ruff check loader tests bench
@@ -36,12 +42,14 @@ dbt-build: install
 	   LOADER_HOME=$$home DATABASE_URL= $(PY) -m loader db stop >/dev/null; rm -rf $$home; exit $$rc)
 
 pytest: install
-	DATABASE_URL= $(PY) -m pytest
+	@mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP)
+	DATABASE_URL= $(PY) -m pytest --basetemp=$(TEST_TMP)/embedded
 
 pytest-pg15: install
 	@if $(PY) -c "import psycopg2; psycopg2.connect('$(PG15_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 	  echo "== pytest against PostgreSQL at $(PG15_URL) =="; \
-	  DATABASE_URL=$(PG15_URL) $(PY) -m pytest -m "not embedded_only"; \
+	  mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP) && \
+	  DATABASE_URL=$(PG15_URL) $(PY) -m pytest -m "not embedded_only" --basetemp=$(TEST_TMP)/pg15; \
 	else echo "== PostgreSQL at $(PG15_URL) not reachable: skipping the second database run =="; fi
 
 bench: install
@@ -51,4 +59,4 @@ docs: install
 	$(PY) -m loader dbt docs generate
 
 clean:
-	rm -rf $(VENV) .loader .pytest_cache
+	rm -rf $(VENV) .loader .pytest_cache $(TEST_TMP)
