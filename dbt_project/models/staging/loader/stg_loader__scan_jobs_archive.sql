@@ -1,22 +1,5 @@
-{%- set raw_columns = {
-    "id": "varchar(50)",
-    "scan_id": "varchar(255)",
-    "status": "varchar(20)",
-    "scan_type": "varchar(50)",
-    "config": "jsonb",
-    "organization_id": "varchar(255)",
-    "error_message": "text",
-    "started_at": "timestamptz",
-    "completed_at": "timestamptz",
-    "total_items": "integer",
-    "processed_items": "integer",
-    "failed_items": "integer",
-    "success_rate": "varchar(20)",
-    "batch_size": "integer",
-    "created_at": "timestamptz",
-    "updated_at": "timestamptz",
-    "archived_at": "timestamptz",
-} -%}
+{%- set raw_columns = loader_scan_job_columns() -%}
+{%- do raw_columns.update({"archived_at": "timestamptz"}) -%}
 
 with
 
