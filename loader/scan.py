@@ -505,6 +505,15 @@ def _run_scan_isolated(options: ScanOptions, url: str | None = None) -> ScanResu
                                        f"{type(exc).__name__}: {_one_line(exc)}")
 
 
+def _run_scan_in_worker(options: ScanOptions, url: str, environ: dict[str, str]) -> ScanResult:
+    """``_run_scan_isolated`` in a pool worker, under the environment of the process that
+    submitted it (a worker forked from the fork server would otherwise see the environment of
+    the moment that server started)."""
+    os.environ.clear()
+    os.environ.update(environ)
+    return _run_scan_isolated(options, url)
+
+
 def _failed_result(options: ScanOptions, message: str) -> ScanResult:
     return ScanResult(options.tenant_id, "", "", "failed", "n/a", 0, 0, 0, 0, 0.0, message)
 
@@ -538,7 +547,11 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
     if not _raw_tables_exist(url):
         results.append(_run_scan_isolated(options[0], url))
         quiet = quiet[1:]
-    context = multiprocessing.get_context("spawn")
+    # Workers fork from a server process that imported the loader (dlt included) once, instead
+    # of each importing it anew (spawn): seconds saved per run. The server forks from a clean,
+    # single-threaded state, unlike a plain fork of this process (threads, open connections).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["loader.scan"])
     board = None
     if show:
         from .report import JobBoard
@@ -547,7 +560,8 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
         board.start()
     try:
         with ProcessPoolExecutor(max_workers=concurrency, mp_context=context) as pool:
-            futures = [pool.submit(_run_scan_isolated, opt, url) for opt in quiet]
+            environ = dict(os.environ)
+            futures = [pool.submit(_run_scan_in_worker, opt, url, environ) for opt in quiet]
             for opt, future in zip(quiet, futures, strict=True):
                 try:
                     results.append(future.result())
