@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-repeats", type=int, default=50)
     p.add_argument("--dbt-timeout", type=float, default=1200.0,
                    help="seconds one dbt build may take before the bench gives up on it")
+    p.add_argument("--only-queries", action="store_true",
+                   help="only what the query section needs: the full scan, the dbt build and "
+                        "the queries (the other sections are skipped)")
     p.add_argument("--quick", action="store_true",
                    help="short rate-limit and query sections (for the smoke test)")
     p.add_argument("--keep-home", action="store_true", help="keep the temporary LOADER_HOME")
@@ -123,6 +126,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bench.sections["setup"]["postgres"] = cur.fetchone()[0]
 
         scans.warm_up(env, sandbox, "bench-warm")
+        if args.only_queries:
+            _queries_only(bench, env, sandbox, tenants, concurrency)
+            return {"meta": bench.sections.pop("setup", {}), "sections": bench.sections,
+                    "errors": bench.errors, "targets": targets(bench.sections)}
 
         def source() -> dict[str, Any]:
             # The first pass makes the sandbox render every page, as the scan's requests do (the
@@ -201,6 +208,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         env.close()
     return {"meta": bench.sections.pop("setup", {}), "sections": bench.sections,
             "errors": bench.errors, "targets": targets(bench.sections)}
+
+
+def _queries_only(bench: Bench, env: BenchEnv, sandbox: Sandbox, tenants: list[str],
+                  concurrency: int) -> None:
+    """``--only-queries``: the full scan and the dbt build the query section reads, then it."""
+    from . import queries, scans
+
+    args = bench.args
+    bench.section("full_scan", lambda: scans.scan(
+        env, sandbox, "full", tenants, what="full scan", concurrency=concurrency))
+    bench.section("dbt_full", lambda: scans.dbt_build(
+        env, full_refresh=True, timeout=args.dbt_timeout))
+    bench.section("queries", lambda: queries.query_latency(
+        env, deals=args.query_deals or args.deals,
+        tenants=args.query_tenants or args.tenants,
+        repeats=5 if args.quick else args.query_repeats))
 
 
 def _get(sections: dict[str, Any], path: str) -> Any:
