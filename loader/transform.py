@@ -99,6 +99,42 @@ def build(url: str | None = None, *, full_refresh: bool = False, quiet: bool = F
     if code != 0:
         raise LoaderError(f"dbt build failed (exit {code}); see the dbt output above")
     count_quarantined(url)
+    vacuum_marts(url)
+
+
+#: The marts analysts query most, vacuumed after each build (see :func:`vacuum_marts`).
+VACUUMED_MARTS = ("analytics.deals", "analytics.scan_jobs")
+
+
+def vacuum_marts(url: str | None = None) -> list[str]:
+    """``vacuum (analyze)`` the marts of :data:`VACUUMED_MARTS` that exist; return them.
+
+    A build leaves new row versions that no vacuum has marked all-visible yet, so index-only
+    scans (the covering indexes of analytics.deals) would still read the heap for every row until
+    autovacuum comes by; and the planner's statistics lag behind the merge. VACUUM cannot run in a
+    transaction, hence not in a dbt post-hook: the loader runs it after the build, in autocommit.
+    On a table whose pages are already all-visible it only visits the pages the build changed.
+    """
+    conn = db.connect(url, autocommit=True)
+    vacuumed: list[str] = []
+    try:
+        with conn.cursor() as cur:
+            for relation in VACUUMED_MARTS:
+                cur.execute("select to_regclass(%s) is not null", (relation,))
+                if not cur.fetchone()[0]:
+                    continue
+                try:
+                    cur.execute(f"vacuum (analyze) {relation}")
+                except psycopg2.Error as exc:
+                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                    raise LoaderError(
+                        f"dbt build done, but vacuum (analyze) of {relation} failed: {first}; "
+                        f"run it by hand: vacuum (analyze) {relation}"
+                    ) from None
+                vacuumed.append(relation)
+    finally:
+        conn.close()
+    return vacuumed
 
 
 #: Per scan job, how many quarantined records have been added to its ``failed_items`` so far:

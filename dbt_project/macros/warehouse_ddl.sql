@@ -15,7 +15,7 @@
     {{ adapter.quote(this.schema) }}.{{ adapter.quote(identifier) }}
 {%- endmacro %}
 
-{% macro ensure_index(name, columns, method='btree', where=none) -%}
+{% macro ensure_index(name, columns, method='btree', include=none, where=none) -%}
     {%- set relation = this.include(database=false) -%}
     do $ensure_index$
     declare
@@ -40,7 +40,9 @@
     end
     $ensure_index$;
     create index if not exists {{ name }} on {{ relation }}
-    using {{ method }} ({{ columns }}){% if where %} where {{ where }}{% endif %}
+    using {{ method }} ({{ columns }})
+    {%- if include %} include ({{ include }}){% endif %}
+    {%- if where %} where {{ where }}{% endif %}
 {%- endmacro %}
 
 {% macro ensure_constraint_name(constraint_type, name) -%}

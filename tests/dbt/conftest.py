@@ -210,14 +210,15 @@ class Warehouse:
         self.times: dict[str, datetime] = {}
 
     def build(self, stage: str, *extra: str, with_data_tests: bool = True) -> None:
-        """``python -m loader transform`` (dbt build, then the quarantine count); or, to save
-        time where the dbt data tests already ran on the same rows, ``dbt run`` followed by the
-        same quarantine count the transform command runs."""
+        """``python -m loader transform`` (dbt build, then the quarantine count and the vacuum
+        of the marts); or, to save time where the dbt data tests already ran on the same rows,
+        ``dbt run`` followed by the same two steps the transform command runs."""
         if with_data_tests:
             run_loader_cli(self.url, "transform", *extra)
         else:
             run_loader_cli(self.url, "dbt", "run", *extra)
             transform.count_quarantined(self.url)
+            transform.vacuum_marts(self.url)
         self.catalogs[stage] = catalog_snapshot(self.url)
         self.deals[stage] = fetch(self.url, DEAL_ROWS)
         self.failed_items[stage] = dict(

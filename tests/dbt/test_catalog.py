@@ -41,6 +41,25 @@ def test_every_seed_index_exists_with_its_exact_definition(warehouse: Warehouse)
     assert indexes[("scan_jobs", "scan_jobs_pkey")].endswith("USING btree (id)")
 
 
+#: Ours, beside the seed's: covering indexes for the seed's per-tenant aggregates and listings.
+COVERING_INDEXES = {
+    "idx_deals_tenant_pipeline_stage_amount":
+        "(_tenant_id, pipeline, dealstage) INCLUDE (amount) WHERE (archived = false)",
+    "idx_deals_tenant_close_date_amount":
+        "(_tenant_id, closedate) INCLUDE (amount) WHERE (closedate IS NOT NULL)",
+    "idx_deals_tenant_date_listing":
+        "(_tenant_id, createdate) INCLUDE (archived, id, dealname, amount, dealstage, closedate)",
+}
+
+
+def test_covering_indexes_exist_with_their_exact_definition(warehouse: Warehouse) -> None:
+    indexes = {(table, name): definition
+               for table, name, definition in warehouse.catalogs["first"]["indexes"]}
+    for name, columns in COVERING_INDEXES.items():
+        assert indexes.get(("deals", name)) == (
+            f"CREATE INDEX {name} ON analytics.deals USING btree {columns}"), name
+
+
 def test_seed_constraints_exist(warehouse: Warehouse) -> None:
     constraints = {(table, name): definition
                    for table, name, definition in warehouse.catalogs["first"]["constraints"]}

@@ -1,6 +1,8 @@
 """Each common query of the seed uses an index on 200,000 deals over 20 tenants, as an analyst
 sees it (row-level security on, the tenant set). The rows are generated with SQL in a database
-of their own on the session's server and built by dbt like any other."""
+of their own on the session's server and built by dbt like any other. Then, vacuumed as the
+loader's transform leaves it, the per-tenant aggregates and listings are answered by our covering
+indexes alone (index-only scans, no heap fetch)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import psycopg2.extensions
 import pytest
 
+from loader import transform
 from tests.dbt import raw_data
 from tests.dbt.conftest import connect, run_loader_cli, with_user
 
@@ -131,9 +134,8 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def big_warehouse(  # type: ignore[no-untyped-def]
-    scratch_databases, analyst_login: str
-) -> Iterator[psycopg2.extensions.connection]:
+def big_warehouse_url(scratch_databases) -> str:  # type: ignore[no-untyped-def]
+    """The owner's URL of the warehouse: generated raw rows, then the marts built by dbt."""
     url = scratch_databases("explain")
     conn = connect(url, autocommit=False)
     raw_data.create_raw_tables(conn)
@@ -154,7 +156,14 @@ def big_warehouse(  # type: ignore[no-untyped-def]
         cur.execute("select count(*), count(distinct _tenant_id) from analytics.deals")
         assert cur.fetchone() == (DEALS, TENANTS)
     owner.close()
-    analyst = connect(with_user(url, analyst_login))
+    return url
+
+
+@pytest.fixture(scope="module")
+def big_warehouse(big_warehouse_url: str, analyst_login: str
+                  ) -> Iterator[psycopg2.extensions.connection]:
+    """The analyst's connection to it, with the tenant set."""
+    analyst = connect(with_user(big_warehouse_url, analyst_login))
     with analyst.cursor() as cur:
         cur.execute(f"set app.current_tenant_id = '{TENANT}'")
     yield analyst
@@ -174,3 +183,37 @@ def test_seed_query_uses_an_index(big_warehouse: psycopg2.extensions.connection,
     assert on_relation, (name, plan)
     assert all("Index" in n["Node Type"] for n in on_relation), (
         name, [(n["Node Type"], n.get("Index Name")) for n in on_relation])
+
+
+#: Seed queries (of QUERIES) answered by one of our covering indexes, once the table is vacuumed
+#: as the loader's transform does after each build: an index-only scan with no heap fetch.
+COVERED: dict[str, str] = {
+    "deals by stage": "idx_deals_tenant_pipeline_stage_amount",
+    "pipeline and stage": "idx_deals_tenant_pipeline_stage_amount",
+    "closed deals by month": "idx_deals_tenant_close_date_amount",
+    "deals by date range": "idx_deals_tenant_date_listing",
+    "search by name": "idx_deals_tenant_date_listing",
+}
+
+
+@pytest.fixture(scope="module")
+def vacuumed_warehouse(big_warehouse_url: str, big_warehouse: psycopg2.extensions.connection
+                       ) -> psycopg2.extensions.connection:
+    """The same warehouse after the loader's post-build vacuum (loader.transform.vacuum_marts).
+    Module-scoped and requested only by the tests below, which run after the plan tests above."""
+    assert transform.vacuum_marts(big_warehouse_url) == list(transform.VACUUMED_MARTS)
+    return big_warehouse
+
+
+@pytest.mark.parametrize("name", list(COVERED))
+def test_seed_query_reads_its_covering_index_only(
+        vacuumed_warehouse: psycopg2.extensions.connection, name: str) -> None:
+    _relation, sql = QUERIES[name]
+    with vacuumed_warehouse.cursor() as cur:
+        cur.execute(f"explain (analyze, format json) {sql}")
+        plan = cur.fetchone()[0][0]["Plan"]
+    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
+    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
+        ("Index Only Scan", COVERED[name])], name
+    assert on_deals[0]["Actual Rows"] > 0, name
+    assert on_deals[0]["Heap Fetches"] == 0, name

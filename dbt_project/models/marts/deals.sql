@@ -10,6 +10,11 @@
     - updated_at: when its content (properties, archived) last changed.
     The same computation over the whole raw history gives the same rows (--full-refresh).
 
+    Indexes: the seed's, under its names, plus three covering indexes of ours
+    (idx_deals_tenant_*_amount, idx_deals_tenant_date_listing) that answer the seed's per-tenant
+    aggregates and listings by index-only scans; the loader vacuums the table after each build
+    (loader/transform.py) so that those scans need no heap fetches.
+
     deals depends on scan_jobs (the depends_on comment below) so that the scan jobs a new version
     references are in analytics.scan_jobs before the merge checks the foreign key.
 -#}
@@ -48,6 +53,13 @@
             "{{ ensure_index('idx_deals_stage_date', 'dealstage, closedate',
                 where='closedate is not null') }}",
             "{{ ensure_index('idx_deals_properties_gin', 'properties', method='gin') }}",
+            "{{ ensure_index('idx_deals_tenant_pipeline_stage_amount',
+                '_tenant_id, pipeline, dealstage', include='amount',
+                where='archived = false') }}",
+            "{{ ensure_index('idx_deals_tenant_close_date_amount', '_tenant_id, closedate',
+                include='amount', where='closedate is not null') }}",
+            "{{ ensure_index('idx_deals_tenant_date_listing', '_tenant_id, createdate',
+                include='archived, id, dealname, amount, dealstage, closedate') }}",
         ],
     )
 }}
