@@ -186,13 +186,14 @@ def test_seed_query_uses_an_index(big_warehouse: psycopg2.extensions.connection,
 
 
 #: Seed queries (of QUERIES) answered by one of our covering indexes, once the table is vacuumed
-#: as the loader's transform does after each build: an index-only scan with no heap fetch.
+#: as the loader's transform does after each build: an index-only scan with no heap fetch. (The
+#: name search can be too: idx_deals_tenant_date_listing holds its columns; here the planner
+#: expects almost no match for the ilike and prefers the narrower (_tenant_id) index.)
 COVERED: dict[str, str] = {
     "deals by stage": "idx_deals_tenant_pipeline_stage_amount",
     "pipeline and stage": "idx_deals_tenant_pipeline_stage_amount",
     "closed deals by month": "idx_deals_tenant_close_date_amount",
     "deals by date range": "idx_deals_tenant_date_listing",
-    "search by name": "idx_deals_tenant_date_listing",
 }
 
 
