@@ -84,7 +84,11 @@ def _available(env: BenchEnv) -> str | None:
 
 def _synthesise(env: BenchEnv, deals: int, tenants: int) -> dict[str, Any]:
     """Grow ``analytics.deals`` to ``deals`` rows over ``tenants`` tenants by copying the scanned
-    rows under generated tenant ids (``qbench-NNN``). Returns what was added."""
+    rows under generated tenant ids (``qbench-NNN``). Returns what was added.
+
+    The rows are inserted tenant after tenant, as a dbt build writes them (its window functions
+    partition by tenant: one tenant's rows land on neighbouring pages), and the table is then
+    vacuumed and analyzed, as the loader does after each build."""
     with env.cursor() as cur:
         cur.execute("select count(*), count(distinct _tenant_id) from analytics.deals")
         have, have_tenants = cur.fetchone()
@@ -117,11 +121,13 @@ def _synthesise(env: BenchEnv, deals: int, tenants: int) -> dict[str, Any]:
                 select format('qbench-%%s', lpad(t0.k0::text, 3, '0')) as tenant, t0.k0 as k
             ) as t
             cross join lateral generate_series(0, %(per_tenant)s - 1) as g(i)
-            join bench_source as s on s.n = (g.i + t.k * 7919) %% %(source_rows)s""",
+            join bench_source as s on s.n = (g.i + t.k * 7919) %% %(source_rows)s
+            order by t.tenant, g.i""",
                     {"new_tenants": new_tenants, "per_tenant": per_tenant,
                      "source_rows": source_rows})
         added = cur.rowcount
-        cur.execute("analyze analytics.deals")
+        # What the loader's transform does after each dbt build (loader.transform.vacuum_marts).
+        cur.execute("vacuum (analyze) analytics.deals")
         seconds = time.perf_counter() - started
         cur.execute("drop table bench_source")
     return {"synthetic_rows": added, "synthetic_tenants": new_tenants,
