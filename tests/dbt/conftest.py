@@ -250,7 +250,7 @@ def warehouse(scratch_databases) -> Warehouse:  # type: ignore[no-untyped-def]
         house.build("first", with_data_tests=False)
         scenario.second_round(conn, house.times)
         house.build("incremental")
-        house.build("full_refresh", "--full-refresh", with_data_tests=False)
+        house.build("full_refresh", "--full-refresh")
     finally:
         conn.close()
     return house
