@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="short rate-limit and query sections (for the smoke test)")
     p.add_argument("--keep-home", action="store_true", help="keep the temporary LOADER_HOME")
+    p.add_argument("--dbt-only", action="store_true",
+                   help="only what the dbt figures need: full scan, dbt full build, 1%% change, "
+                        "incremental scan, dbt incremental build (no ceilings, naive reference, "
+                        "rate limit, memory or queries)")
     return p
 
 
@@ -142,18 +146,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "note": "pages rendered by the sandbox, as for the scan; "
                             "warm_deals_per_s: the same pages again from its cache"}
 
-        src = bench.section("source_ceiling", source)
+        dbt_only = args.dbt_only
+        src = None if dbt_only else bench.section("source_ceiling", source)
         full = bench.section("full_scan", lambda: scans.scan(
             env, sandbox, "full", tenants, what="full scan", concurrency=concurrency))
-        sink = bench.section("sink_ceiling", lambda: ceilings.sink_ceiling(env, tenants))
+        sink = None if dbt_only else bench.section(
+            "sink_ceiling", lambda: ceilings.sink_ceiling(env, tenants))
         if full and src and sink:
             lower = min(src["deals_per_s"], sink["deals_per_s"])
             full["lower_ceiling_deals_per_s"] = lower
             full["lower_ceiling"] = "source" if src["deals_per_s"] <= sink["deals_per_s"] \
                 else "sink"
             full["ratio_to_lower_ceiling"] = round(full["deals_per_s"] / lower, 3)
-        nv = bench.section("naive_reference", lambda: naive.naive_reference(
-            env, base, tenants[0], naive_deals))
+        nv = None if dbt_only else bench.section(
+            "naive_reference", lambda: naive.naive_reference(env, base, tenants[0], naive_deals))
         if full and nv:
             full["ratio_to_naive"] = round(full["deals_per_s"] / nv["deals_per_s"], 2)
             nv["extrapolated_seconds_for_n"] = round(args.deals / nv["deals_per_s"], 1)
@@ -181,6 +187,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if inc:
             bench.section("dbt_incremental", dbt_incremental)
+        if dbt_only:
+            return _results(bench)
         bench.section("rate_limit", lambda: scans.rate_limit(
             env, sandbox, "bench-rl", tier=args.rate_limit_tier, time_scale=rl_scale))
 
@@ -206,6 +214,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if sandbox is not None:
             sandbox.stop()
         env.close()
+    return _results(bench)
+
+
+def _results(bench: Bench) -> dict[str, Any]:
     return {"meta": bench.sections.pop("setup", {}), "sections": bench.sections,
             "errors": bench.errors, "targets": targets(bench.sections)}
 

@@ -188,6 +188,13 @@ def catalog_snapshot(url: str) -> dict[str, set[tuple[object, ...]]]:
 
 DEAL_ROWS = "select * from analytics.deals order by _tenant_id, id"
 
+#: The other incremental marts, compared between the incremental and the --full-refresh build.
+INCREMENTAL_MART_ROWS = {
+    "deal_stage_history": "select * from analytics.deal_stage_history "
+                          "order by _tenant_id, deal_id, valid_from",
+    "deals_quarantine": "select * from analytics.deals_quarantine order by raw_row_id, reason",
+}
+
 
 def fetch(url: str, sql: str, params: object = None) -> list[tuple[object, ...]]:
     conn = connect(url)
@@ -206,6 +213,7 @@ class Warehouse:
         self.url = url
         self.catalogs: dict[str, dict[str, set[tuple[object, ...]]]] = {}
         self.deals: dict[str, list[tuple[object, ...]]] = {}
+        self.marts: dict[str, dict[str, list[tuple[object, ...]]]] = {}
         self.failed_items: dict[str, dict[str, int]] = {}
         self.times: dict[str, datetime] = {}
 
@@ -221,6 +229,8 @@ class Warehouse:
             transform.vacuum_marts(self.url)
         self.catalogs[stage] = catalog_snapshot(self.url)
         self.deals[stage] = fetch(self.url, DEAL_ROWS)
+        self.marts[stage] = {name: fetch(self.url, sql)
+                             for name, sql in INCREMENTAL_MART_ROWS.items()}
         self.failed_items[stage] = dict(
             fetch(self.url, "select id, failed_items from loader.scan_jobs")  # type: ignore[arg-type]
         )
@@ -241,7 +251,7 @@ def warehouse(scratch_databases) -> Warehouse:  # type: ignore[no-untyped-def]
         house.build("first", with_data_tests=False)
         scenario.second_round(conn, house.times)
         house.build("incremental")
-        house.build("full_refresh", "--full-refresh", with_data_tests=False)
+        house.build("full_refresh", "--full-refresh")
     finally:
         conn.close()
     return house

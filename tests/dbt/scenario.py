@@ -10,8 +10,10 @@ job-g1 (globex, 200 days ago), job-a0 (acme, still running):
   acme 6  twice in the batch        -> the later hs_lastmodifieddate wins ("six new")
   acme 9  read by job-a0, which has not finished -> not stored yet
   globex 1, 2  the same ids as acme's, other contents
-Round 2 - job-a0 finishes; job-a2 (acme, 100 days ago) re-reads 1, 2, 3, 6 unchanged, 5 with a
-new amount, 4 now in a real stage, and a new deal 7 (epoch-millisecond createdate).
+Round 2 - job-a0 finishes; job-a2 (acme, 100 days ago) re-reads 1, 2, 3, 6 unchanged (1 with
+only the latest entry of its stage history: the earlier one stays in deal_stage_history), 5 with
+a new amount, 4 now in a real stage (with a history), and a new deal 7 (epoch-millisecond
+createdate).
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def second_round(conn: psycopg2.extensions.connection, times: dict[str, datetime
     add_pipelines(conn, "job-a2", ACME, t_a2)
     updated = datetime(2024, 3, 1, tzinfo=UTC)
     add_deal(conn, "job-a2", ACME, "1", t_a2, updated, dealname="acme one", amount="100.50",
-             dealstage="contractsent")
+             dealstage="contractsent",
+             history=[("contractsent", datetime(2024, 2, 1, tzinfo=UTC))])
     add_deal(conn, "job-a2", ACME, "2", t_a2, updated, amount="N/A")
     add_deal(conn, "job-a2", ACME, "3", t_a2, updated, amount="-5")
     add_deal(conn, "job-a2", ACME, "6", t_a2, datetime(2024, 3, 5, tzinfo=UTC),
@@ -75,6 +78,8 @@ def second_round(conn: psycopg2.extensions.connection, times: dict[str, datetime
     add_deal(conn, "job-a2", ACME, "5", t_a2, datetime(2024, 4, 1, tzinfo=UTC), pipeline="777",
              dealstage="1002", amount="2000", closedate="2024-03-31")
     add_deal(conn, "job-a2", ACME, "4", t_a2, datetime(2024, 4, 1, tzinfo=UTC),
-             dealstage="closedwon", closedate="2024-04-01T09:30:00.250Z")
+             dealstage="closedwon", closedate="2024-04-01T09:30:00.250Z",
+             history=[("closedwon", datetime(2024, 4, 1, tzinfo=UTC)),
+                      ("contractsent", datetime(2024, 3, 20, tzinfo=UTC))])
     add_deal(conn, "job-a2", ACME, "7", t_a2, datetime(2024, 4, 2, tzinfo=UTC),
              createdate="1705312800000", closedate="")

@@ -92,3 +92,10 @@ def test_catalog_is_identical_after_incremental_and_full_refresh(warehouse: Ware
 def test_full_refresh_yields_the_rows_of_the_incremental_history(warehouse: Warehouse) -> None:
     assert warehouse.deals["full_refresh"] == warehouse.deals["incremental"]
     assert len(warehouse.deals["incremental"]) == 10
+
+
+def test_full_refresh_yields_the_stage_history_and_quarantine_of_the_incremental_history(
+        warehouse: Warehouse) -> None:
+    for name in ("deal_stage_history", "deals_quarantine"):
+        assert warehouse.marts["full_refresh"][name] == warehouse.marts["incremental"][name], name
+        assert len(warehouse.marts["incremental"][name]) > len(warehouse.marts["first"][name]), name

@@ -87,20 +87,6 @@ finished_scans as (
 
 ),
 
-{% if is_incremental() %}
-
-    high_water_marks as (
-
-        select
-            _tenant_id,
-            max(_extracted_at) as max_extracted_at
-        from {{ this }}
-        group by _tenant_id
-
-    ),
-
-{% endif %}
-
 new_rows as (
 
     select
@@ -128,15 +114,12 @@ new_rows as (
     from int_deal_versions_validated as versions_validated
     inner join finished_scans
         on versions_validated.scan_job_id = finished_scans.scan_job_id
-    {% if is_incremental() %}
-        left join high_water_marks
-            on versions_validated._tenant_id = high_water_marks._tenant_id
-    {% endif %}
     where
         versions_validated.record_issue is null
     {% if is_incremental() %}
-        and versions_validated._extracted_at
-        > coalesce(high_water_marks.max_extracted_at, '-infinity'::timestamp)
+        and {{ extracted_after_high_water_marks(
+            'versions_validated._tenant_id', 'versions_validated._extracted_at',
+        ) }}
     {% endif %}
 
 ),

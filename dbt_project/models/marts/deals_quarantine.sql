@@ -10,9 +10,18 @@
       already counted in failed_items by the scan itself (counted_by_loader = true).
     After each build the loader adds each scan's not-yet-counted records (distinct raw_row_id,
     counted_by_loader = false) to loader.scan_jobs.failed_items (loader/transform.py).
+
+    Incremental merge on (raw_row_id, reason): a finished scan's records and their problems never
+    change, so each build checks only the records extracted since the tenant's high-water mark
+    (max _extracted_at here; a tenant with no record here yet is checked from the start). The
+    same checks over every record give the same rows (--full-refresh).
 -#}
 {{
     config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key=['raw_row_id', 'reason'],
+        on_schema_change='append_new_columns',
         post_hook=[
             "{{ ensure_constraint_name('p', 'deals_quarantine_pkey') }}",
             "{{ ensure_not_null_constraint_names() }}",
@@ -56,8 +65,16 @@ versions as (
     inner join finished_scans
         on int_deal_versions_validated.scan_job_id = finished_scans.scan_job_id
     where
-        int_deal_versions_validated.record_issue is not null
-        or cardinality(int_deal_versions_validated.field_issues) > 0
+        (
+            int_deal_versions_validated.record_issue is not null
+            or cardinality(int_deal_versions_validated.field_issues) > 0
+        )
+    {% if is_incremental() %}
+        and {{ extracted_after_high_water_marks(
+            'int_deal_versions_validated._tenant_id',
+            'int_deal_versions_validated._extracted_at',
+        ) }}
+    {% endif %}
 
 ),
 
@@ -124,6 +141,12 @@ rejected_by_loader as (
     from stg_hubspot__deals_rejected
     inner join finished_scans
         on stg_hubspot__deals_rejected.scan_job_id = finished_scans.scan_job_id
+    {% if is_incremental() %}
+        where {{ extracted_after_high_water_marks(
+            'stg_hubspot__deals_rejected._tenant_id',
+            'stg_hubspot__deals_rejected._extracted_at',
+        ) }}
+    {% endif %}
 
 ),
 
