@@ -138,10 +138,9 @@ def vacuum_marts(url: str | None = None) -> list[str]:
                 try:
                     cur.execute(f"vacuum (analyze) {relation}")
                 except psycopg2.Error as exc:
-                    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                     raise LoaderError(
-                        f"dbt build done, but vacuum (analyze) of {relation} failed: {first}; "
-                        f"run it by hand: vacuum (analyze) {relation}"
+                        f"dbt build done, but vacuum (analyze) of {relation} failed: "
+                        f"{_first_line(exc)}; run it by hand: vacuum (analyze) {relation}"
                     ) from None
                 vacuumed.append(relation)
     finally:
@@ -216,6 +215,11 @@ select scan_job_id from recorded
 """
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of a database error's message (its type name if it has none)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def count_quarantined(url: str | None = None) -> list[str]:
     """Add each finished scan's newly quarantined records to its ``failed_items`` (and recompute
     ``success_rate``) in ``loader.scan_jobs`` and ``analytics.scan_jobs``; return the scan job ids
@@ -223,9 +227,9 @@ def count_quarantined(url: str | None = None) -> list[str]:
     try:
         return _count_quarantined(url)
     except psycopg2.Error as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LoaderError(
-            f"dbt build done, but adding quarantined records to failed_items failed: {first}"
+            "dbt build done, but adding quarantined records to failed_items failed: "
+            f"{_first_line(exc)}"
         ) from None
 
 
