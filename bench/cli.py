@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: The sections ``--only-queries`` and ``--dbt-only`` run (each the steps its figures need).
+SUBSETS: dict[str, frozenset[str]] = {
+    "only_queries": frozenset({"full_scan", "dbt_full", "queries"}),
+    "dbt_only": frozenset({"full_scan", "dbt_full", "incremental_scan", "dbt_incremental"}),
+}
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -65,8 +72,14 @@ class Bench:
         self.date = datetime.now(UTC).isoformat(timespec="seconds")
         self.sections: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
+        chosen = [SUBSETS[flag] for flag in SUBSETS if getattr(args, flag, False)]
+        self.only: frozenset[str] | None = frozenset.union(*chosen) if chosen else None
 
     def section(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+        """Run one section and record its result (None if it failed or is not in the subset
+        asked for)."""
+        if self.only is not None and name not in self.only:
+            return None
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
         try:
@@ -130,10 +143,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bench.sections["setup"]["postgres"] = cur.fetchone()[0]
 
         scans.warm_up(env, sandbox, "bench-warm")
-        if args.only_queries:
-            _queries_only(bench, env, sandbox, tenants, concurrency)
-            return {"meta": bench.sections.pop("setup", {}), "sections": bench.sections,
-                    "errors": bench.errors, "targets": targets(bench.sections)}
 
         def source() -> dict[str, Any]:
             # The first pass makes the sandbox render every page, as the scan's requests do (the
@@ -146,19 +155,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "note": "pages rendered by the sandbox, as for the scan; "
                             "warm_deals_per_s: the same pages again from its cache"}
 
-        dbt_only = args.dbt_only
-        src = None if dbt_only else bench.section("source_ceiling", source)
+        src = bench.section("source_ceiling", source)
         full = bench.section("full_scan", lambda: scans.scan(
             env, sandbox, "full", tenants, what="full scan", concurrency=concurrency))
-        sink = None if dbt_only else bench.section(
-            "sink_ceiling", lambda: ceilings.sink_ceiling(env, tenants))
+        sink = bench.section("sink_ceiling", lambda: ceilings.sink_ceiling(env, tenants))
         if full and src and sink:
             lower = min(src["deals_per_s"], sink["deals_per_s"])
             full["lower_ceiling_deals_per_s"] = lower
             full["lower_ceiling"] = "source" if src["deals_per_s"] <= sink["deals_per_s"] \
                 else "sink"
             full["ratio_to_lower_ceiling"] = round(full["deals_per_s"] / lower, 3)
-        nv = None if dbt_only else bench.section(
+        nv = bench.section(
             "naive_reference", lambda: naive.naive_reference(env, base, tenants[0], naive_deals))
         if full and nv:
             full["ratio_to_naive"] = round(full["deals_per_s"] / nv["deals_per_s"], 2)
@@ -187,8 +194,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         if inc:
             bench.section("dbt_incremental", dbt_incremental)
-        if dbt_only:
-            return _results(bench)
         bench.section("rate_limit", lambda: scans.rate_limit(
             env, sandbox, "bench-rl", tier=args.rate_limit_tier, time_scale=rl_scale))
 
@@ -214,28 +219,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if sandbox is not None:
             sandbox.stop()
         env.close()
-    return _results(bench)
-
-
-def _results(bench: Bench) -> dict[str, Any]:
     return {"meta": bench.sections.pop("setup", {}), "sections": bench.sections,
             "errors": bench.errors, "targets": targets(bench.sections)}
-
-
-def _queries_only(bench: Bench, env: BenchEnv, sandbox: Sandbox, tenants: list[str],
-                  concurrency: int) -> None:
-    """``--only-queries``: the full scan and the dbt build the query section reads, then it."""
-    from . import queries, scans
-
-    args = bench.args
-    bench.section("full_scan", lambda: scans.scan(
-        env, sandbox, "full", tenants, what="full scan", concurrency=concurrency))
-    bench.section("dbt_full", lambda: scans.dbt_build(
-        env, full_refresh=True, timeout=args.dbt_timeout))
-    bench.section("queries", lambda: queries.query_latency(
-        env, deals=args.query_deals or args.deals,
-        tenants=args.query_tenants or args.tenants,
-        repeats=5 if args.quick else args.query_repeats))
 
 
 def _get(sections: dict[str, Any], path: str) -> Any:
