@@ -26,11 +26,29 @@ MB = 1024 * 1024
 # Runs the measured command as its only child and reports, from the kernel, the largest RSS any
 # process of its tree reached (ru_maxrss of waited-for descendants) and the tree's CPU seconds.
 _RUSAGE_WRAPPER = """
-import json, resource, subprocess, sys
+import ctypes, json, os, resource, subprocess, sys, time
+# A child subreaper (Linux prctl PR_SET_CHILD_SUBREAPER): descendants the command leaves orphaned,
+# such as a multiprocessing fork server whose workers ran the scans (run --all), are re-parented
+# here and reaped below, so that their CPU and peak RSS count in RUSAGE_CHILDREN too.
+try:
+    ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)
+except (OSError, AttributeError):
+    pass
+started = time.perf_counter()
 code = subprocess.call(sys.argv[2:])
+seconds = time.perf_counter() - started
+deadline = time.monotonic() + 10  # orphans about to exit; never wait long on a daemon
+while time.monotonic() < deadline:
+    try:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        break
+    if pid == 0:
+        time.sleep(0.02)
 usage = resource.getrusage(resource.RUSAGE_CHILDREN)
 with open(sys.argv[1], "w") as out:
-    json.dump({"maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}, out)
+    json.dump({"maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime,
+               "seconds": seconds}, out)
 sys.exit(code)
 """
 
@@ -89,7 +107,8 @@ def run_measured(argv: list[str], env: dict[str, str], *, cwd: Path = PROJECT_RO
         return ProcRun(
             argv=argv,
             returncode=int(proc.returncode or 0),
-            seconds=seconds,
+            # The command's own run time (the wrapper's reaping of orphans is not part of it).
+            seconds=float(usage.get("seconds", seconds)),
             stdout=out_path.read_text(errors="replace"),
             stderr=err_path.read_text(errors="replace"),
             peak_rss_process=int(usage.get("maxrss_kb", 0)) * 1024,
