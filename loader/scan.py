@@ -202,6 +202,9 @@ DLT_PERFORMANCE_DEFAULTS = {
     "DATA_WRITER__DISABLE_COMPRESSION": "true",
     "DATA_WRITER__BUFFER_MAX_ITEMS": "1000",
     "NORMALIZE__WORKERS": "1",
+    # The source yields Arrow tables (see hubspot/records.py); dlt stamps their rows with the
+    # load id as it does for the rows of dicts it normalises itself.
+    "NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID": "true",
 }
 
 

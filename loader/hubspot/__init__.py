@@ -4,10 +4,12 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
 ``_scan_id``, ``_scan_job_id`` and ``_extracted_at``):
 
 - ``deals``: every deal with all of its properties kept whole as one JSON value; the stage history
-  of ``dealstage`` as the child table ``deals__stage_history``. The first scan of a tenant (and
-  ``full_refresh``) reads every deal from the list endpoint; later scans search on
-  ``hs_lastmodifieddate`` from the cursor kept in ``dlt.sources.incremental``, re-reading a
-  lookback window for HubSpot's search-index lag. Archived deals are read each scan too
+  of ``dealstage`` as the table ``deals_stage_history``. Both are yielded as Arrow tables
+  (``records.deal_batch``), which dlt writes without normalising row by row. The first scan of a
+  tenant (and ``full_refresh``) reads every deal from the list endpoint; later scans search on
+  ``hs_lastmodifieddate`` from the cursor (the latest ``updated_at`` stored, kept in the
+  resource's state and committed with the rows), re-reading a lookback window for HubSpot's
+  search-index lag. Archived deals are read each scan too
   (``archived=true``), so deletions reach the warehouse.
 - ``deals_rejected``: records HubSpot sent that we could not store, kept whole with the reason.
 - ``pipelines``: deal pipelines with their stages (child table ``pipelines__stages``).
@@ -15,16 +17,18 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import dlt
+import pyarrow as pa
 from dlt.common.schema.typing import TTableSchemaColumns
 
 from . import settings
 from .helpers import HubSpotClient
-from .records import deal_row, parse_hubspot_datetime, rejected_row
+from .records import DealBatch, Stamp, deal_batch, parse_hubspot_datetime
 
 SOURCE_NAME = "hubspot"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -46,12 +50,38 @@ DEAL_COLUMNS: TTableSchemaColumns = {
     **_STAMP_COLUMNS,
 }
 
+#: The stage history, one row per entry, pointing at its deal row's ``_dlt_id`` with the columns
+#: dlt's unnesting of a list would give a child table (written by the source itself, as Arrow:
+#: a root table, so its name has one underscore where a dlt child table's would have two).
+STAGE_HISTORY_TABLE = "deals_stage_history"
+STAGE_HISTORY_COLUMNS: TTableSchemaColumns = {
+    "value": {"data_type": "text"},
+    "changed_at": {"data_type": "timestamp"},
+    "source_type": {"data_type": "text"},
+    "_dlt_root_id": {"data_type": "text", "nullable": False},
+    "_dlt_parent_id": {"data_type": "text", "nullable": False},
+    "_dlt_list_idx": {"data_type": "bigint", "nullable": False},
+    "_dlt_id": {"data_type": "text", "nullable": False, "unique": True, "row_key": True},
+}
+
 REJECTED_COLUMNS: TTableSchemaColumns = {
     "deal_id": {"data_type": "text"},
     "reason": {"data_type": "text", "nullable": False},
     "payload": {"data_type": "json"},
     **_STAMP_COLUMNS,
 }
+
+
+class _ArrowJsonHintFilter(logging.Filter):
+    """Drops dlt's warning, logged for every Arrow batch, that a column hint overrides the Arrow
+    type: ``properties`` is JSON text in Arrow (which has no JSON type dlt maps) and the ``json``
+    hint types it ``jsonb`` in PostgreSQL, as intended."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "when merging arrow schema with dlt schema" not in str(record.msg)
+
+
+logging.getLogger("dlt").addFilter(_ArrowJsonHintFilter())
 
 
 class Progress(Protocol):
@@ -103,59 +133,58 @@ def hubspot_deals(
     history_of = (settings.STAGE_PROPERTY,) if stage_history else ()
     stamp = {"tenant_id": tenant_id, "scan_id": scan_id, "scan_job_id": scan_job_id}
 
-    def batches_of(page: list[dict[str, Any]]) -> Iterator[tuple[list[Any], int, int]]:
-        """Split a page into batches of ``batch_size``: (rows, stored, rejected)."""
-        extracted_at = datetime.now(UTC)
-        for start in range(0, len(page), batch_size):
-            rows: list[Any] = []
-            failed = 0
-            for deal in page[start:start + batch_size]:
-                row, reason = deal_row(deal, tenant_id, scan_id, scan_job_id, extracted_at)
-                if row is not None:
-                    rows.append(row)
-                else:
-                    failed += 1
-                    rows.append(
-                        dlt.mark.with_table_name(
-                            rejected_row(deal, reason or "unknown", tenant_id, scan_id,
-                                         scan_job_id, extracted_at),
-                            "deals_rejected",
-                        )
-                    )
-            yield rows, len(rows) - failed, failed
-
-    def emit(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[Any]]:
-        """Yield batches, reporting each; stop at a batch boundary once cancelled."""
+    def emit(
+        pages: Iterable[list[dict[str, Any]]], on_batch: Callable[[DealBatch], None] | None = None
+    ) -> Iterator[Any]:
+        """Yield the batches' tables, reporting each batch; stop at a batch boundary once
+        cancelled. Batches are handed to dlt in chunks of about ``YIELD_ROWS`` deals (dlt's
+        per-item cost for Arrow tables is fixed); what was reported is always yielded."""
+        chunk = _Chunk()
+        cancelled = False
         for page in pages:
-            for rows, stored, failed in batches_of(page):
+            page_stamp = Stamp(tenant_id, scan_id, scan_job_id)  # one extraction time per page
+            for start in range(0, len(page), batch_size):
                 if progress.cancelled:  # noticed by another resource (dlt interleaves them)
-                    raise _Cancelled
-                yield rows
-                if not progress.on_batch(stored, failed):
-                    raise _Cancelled
+                    cancelled = True
+                    break
+                batch = deal_batch(page[start:start + batch_size], page_stamp)
+                chunk.add(batch)
+                if on_batch is not None:
+                    on_batch(batch)
+                if chunk.rows >= YIELD_ROWS:
+                    yield from chunk.drain()
+                if not progress.on_batch(batch.stored, len(batch.rejected)):
+                    cancelled = True
+                    break
+            if cancelled:
+                break
+        yield from chunk.drain()
+        if cancelled:
+            raise _Cancelled
 
-    @dlt.resource(
-        name="deals",
-        write_disposition="append",
-        columns=DEAL_COLUMNS,
-    )
-    def deals(
-        updated_at: dlt.sources.incremental[datetime] = dlt.sources.incremental(
-            "updated_at",
-            lag=lookback_seconds,
-            on_cursor_value_missing="include",
-        ),
-    ) -> Iterator[list[Any]]:
+    # Tables and their columns are given per item (``_to_table``): one resource yields deals,
+    # their stage history and rejected records.
+    @dlt.resource(name="deals", write_disposition="append")
+    def deals() -> Iterator[Any]:
         state = dlt.current.resource_state()
-        since = updated_at.last_value
-        incremental = not full_refresh and state.get("full_scan_completed") and since is not None
+        cursor = _stored_cursor(state)
+        incremental = not full_refresh and state.get("full_scan_completed") and cursor is not None
         state["last_scan_mode"] = "incremental" if incremental else "full"
+
+        def advance_cursor(batch: DealBatch) -> None:
+            """The cursor (the latest ``updated_at`` stored) moves with each batch taken, and
+            is committed with the batch's rows."""
+            if batch.max_updated_us is not None:
+                latest = datetime.fromtimestamp(batch.max_updated_us / 1_000_000, tz=UTC)
+                if state.get("cursor") is None or latest > parse_hubspot_datetime(state["cursor"]):
+                    state["cursor"] = latest.isoformat()
+
         if incremental:
-            since_dt = parse_hubspot_datetime(since) if not isinstance(since, datetime) else since
+            since = cursor - timedelta(seconds=lookback_seconds)
             pages = _with_history(
                 client.search_modified(
                     properties,
-                    since_ms=int((since_dt or EPOCH).timestamp() * 1000),
+                    since_ms=int(max(since, EPOCH).timestamp() * 1000),
                     until_ms=int(started.timestamp() * 1000),
                     on_total=progress.on_total,
                 ),
@@ -168,15 +197,14 @@ def hubspot_deals(
             progress.on_total(client.count_deals())
             pages = client.list_deals(properties, history_of=history_of)
         try:
-            yield from emit(pages)
+            yield from emit(pages, advance_cursor)
         except _Cancelled:
             return  # what was yielded is loaded; a full scan stays marked incomplete
         if not incremental:
             state["full_scan_completed"] = True
 
-    @dlt.resource(name="archived_deals", table_name="deals", write_disposition="append",
-                  columns=DEAL_COLUMNS)
-    def archived_deals() -> Iterator[list[Any]]:
+    @dlt.resource(name="archived_deals", table_name="deals", write_disposition="append")
+    def archived_deals() -> Iterator[Any]:
         try:
             yield from emit(client.list_deals(properties, archived=True))
         except _Cancelled:
@@ -212,6 +240,60 @@ def hubspot_deals(
         yield rows
 
     return deals, archived_deals, pipelines
+
+
+#: Deals handed to dlt at once: dlt computes and checks the table schema for every Arrow item.
+YIELD_ROWS = 1_000
+
+
+class _Chunk:
+    """Batches waiting to be handed to dlt, as one item per table."""
+
+    def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        self.deals: list[pa.Table] = []
+        self.history: list[pa.Table] = []
+        self.rejected: list[dict[str, Any]] = []
+        self.rows = 0
+
+    def add(self, batch: DealBatch) -> None:
+        if batch.stored:
+            self.deals.append(batch.deals)
+        if batch.stage_history is not None:
+            self.history.append(batch.stage_history)
+        self.rejected.extend(batch.rejected)
+        self.rows += batch.stored + len(batch.rejected)
+
+    def drain(self) -> Iterator[Any]:
+        if self.deals:
+            yield _to_table(pa.concat_tables(self.deals), "deals", DEAL_COLUMNS)
+        if self.history:
+            yield _to_table(pa.concat_tables(self.history), STAGE_HISTORY_TABLE,
+                            STAGE_HISTORY_COLUMNS)
+        if self.rejected:
+            yield _to_table(self.rejected, "deals_rejected", REJECTED_COLUMNS)
+        self._clear()
+
+
+def _to_table(item: Any, table_name: str, columns: TTableSchemaColumns) -> Any:
+    """``item`` bound for ``table_name`` with that table's columns (not the resource's)."""
+    return dlt.mark.with_hints(
+        item, dlt.mark.make_hints(table_name=table_name, columns=columns),
+        create_table_variant=True,
+    )
+
+
+def _stored_cursor(state: dict[str, Any]) -> datetime | None:
+    """The deals cursor a completed scan left: the latest ``updated_at`` stored. (Pipelines
+    from before the cursor was kept by the source have it in dlt's incremental state.)"""
+    value = state.get("cursor")
+    if value is None:
+        value = state.get("incremental", {}).get("updated_at", {}).get("last_value")
+    if value is None:
+        return None
+    return value if isinstance(value, datetime) else parse_hubspot_datetime(value)
 
 
 def _with_history(

@@ -23,7 +23,7 @@ create table if not exists raw_hubspot.deals (
     _extracted_at timestamptz not null, _dlt_load_id varchar not null default 'test',
     _dlt_id varchar not null unique
 );
-create table if not exists raw_hubspot.deals__stage_history (
+create table if not exists raw_hubspot.deals_stage_history (
     value varchar, changed_at timestamptz, source_type varchar, _dlt_root_id varchar not null,
     _dlt_parent_id varchar not null, _dlt_list_idx bigint not null, _dlt_id varchar not null unique
 );
@@ -142,7 +142,7 @@ def add_deal(conn: psycopg2.extensions.connection, job_id: str, tenant: str, dea
         )
         for index, (stage, changed_at) in enumerate(history or []):
             cur.execute(
-                "insert into raw_hubspot.deals__stage_history (value, changed_at, source_type, "
+                "insert into raw_hubspot.deals_stage_history (value, changed_at, source_type, "
                 "_dlt_root_id, _dlt_parent_id, _dlt_list_idx, _dlt_id) "
                 "values (%s, %s, 'CRM_UI', %s, %s, %s, %s)",
                 (stage, changed_at, row_id, row_id, index, _dlt_id()),

@@ -204,3 +204,40 @@ def test_malformed_200_fails_the_scan_and_keeps_the_cursor(
     names = dict(query(db_conn, "select id, dealname from analytics.deals where _tenant_id = %s "
                                 "and id = any(%s)", (tenant, changed)))
     assert names == {i: f"renamed {i}" for i in changed}
+
+
+def test_a_deal_postgresql_cannot_store_is_kept_in_deals_rejected_and_counted(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    """A NUL character (``\\u0000`` in HubSpot's JSON) cannot go into ``jsonb`` or ``text``: the
+    deal is rejected with the reason, kept whole (NUL as U+FFFD) and counted as failed, and the
+    scan loads every other deal."""
+    tenant = unique_tenant("nul")
+    token = "tok-nul-0123456789"
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
+    with SandboxServer(portals={tenant: token}, deals=120, seed=5) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        portal = sb.portal(tenant)
+        ids = portal.deal_ids()
+        portal.update_deal(ids[3], {"description": "before\x00after"})
+        full = _scan(run_loader, env, tenant)
+        portal.update_deal(ids[7], {"hs_next_step": "\x00"})
+        inc = _scan(run_loader, env, tenant, "--lookback-seconds", "0")
+        archived = len(portal.deal_ids(archived=True))
+    assert full["status"] == inc["status"] == "completed"
+    assert full["failed_items"] == 1 and full["processed_items"] == len(ids) - 1 + archived
+    rejected = query(db_conn, "select _scan_id, deal_id, reason, payload from "
+                              "raw_hubspot.deals_rejected where _tenant_id = %s", (tenant,))
+    assert [r[1] for r in rejected if r[0] == full["scan_id"]] == [ids[3]]
+    # The incremental scan rejects the newly broken deal; it may re-read the first one, whose
+    # change is the cursor itself (the search's lower bound is inclusive).
+    again = {r[1] for r in rejected if r[0] == inc["scan_id"]}
+    assert inc["mode"] == "incremental" and ids[7] in again <= {ids[3], ids[7]}
+    assert inc["failed_items"] == len(again)
+    by_deal = {r[1]: r for r in rejected}
+    assert all("NUL" in r[2] for r in rejected)
+    assert by_deal[ids[3]][3]["properties"]["description"] == "before\ufffdafter"
+    assert by_deal[ids[3]][3]["id"] == ids[3]
+    landed = {r[0] for r in query(db_conn, "select id from raw_hubspot.deals where _scan_id = %s",
+                                  (full["scan_id"],))}
+    assert ids[3] not in landed and set(ids) - {ids[3]} <= landed

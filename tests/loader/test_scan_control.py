@@ -489,7 +489,7 @@ def test_run_all_with_concurrency_matches_sequential_runs_row_for_row(
         assert {r[-2:] for r in par_rows} == {(par, par_results[par]["scan_id"])}
         assert par_results[par]["processed_items"] == len(par_rows)
         history = (
-            "select d.id, h.value, h.changed_at from raw_hubspot.deals__stage_history as h "
+            "select d.id, h.value, h.changed_at from raw_hubspot.deals_stage_history as h "
             "join raw_hubspot.deals as d on d._dlt_id = h._dlt_root_id "
             "where d._tenant_id = %s order by 1, 3, 2"
         )

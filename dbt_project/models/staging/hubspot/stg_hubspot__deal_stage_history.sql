@@ -11,7 +11,7 @@ with
 
 source as (
 
-    select * from {{ source_or_empty('raw_hubspot', 'deals__stage_history', raw_columns) }}
+    select * from {{ source_or_empty('raw_hubspot', 'deals_stage_history', raw_columns) }}
 
 ),
 
