@@ -10,13 +10,15 @@ stage history as ``deals_stage_history`` rows pointing at their deal's ``_dlt_id
 
 from __future__ import annotations
 
+import base64
+import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pyarrow as pa
-from dlt.common.normalizers.utils import generate_dlt_ids
 
 from . import settings
 
@@ -53,6 +55,26 @@ STAGE_HISTORY_SCHEMA = pa.schema([
 
 #: JSON's escape for U+0000, which PostgreSQL's ``jsonb`` (and ``text``) cannot store.
 _NUL_ESCAPE = b"\\u0000"
+
+
+_BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+#: The same 64 digits in ASCII order, so that the encoded ids sort as their bytes do.
+_SORTABLE = b"-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_TO_SORTABLE = bytes.maketrans(_BASE64, _SORTABLE)
+
+
+def row_ids(n: int) -> list[str]:
+    """``n`` unique row ids (``_dlt_id``) that increase with time: 20 characters encoding the
+    microsecond clock (7 bytes), 5 random bytes per call and a 3-byte counter.
+
+    dlt's own ids are random; with them every row of a load lands on a random page of the
+    ``_dlt_id`` unique index, and COPY into the stage history took twice as long (600,000 rows:
+    2.5 s against 1.2-1.4 s with these, which all go to the index's right edge).
+    """
+    head = (time.time_ns() // 1000).to_bytes(7, "big") + secrets.token_bytes(5)
+    raw = b"".join(head + i.to_bytes(3, "big") for i in range(n))
+    text = base64.b64encode(raw).translate(_TO_SORTABLE).decode("ascii")
+    return [text[k:k + 20] for k in range(0, 20 * n, 20)]
 
 
 def parse_hubspot_ms(value: Any) -> int | None:
@@ -190,7 +212,7 @@ def deal_batch(deals: list[Any], stamp: Stamp, *, with_history: bool = True) -> 
         history = (deal.get("propertiesWithHistory") or {}).get(settings.STAGE_PROPERTY)
         histories.append(history if with_history and isinstance(history, list) else None)
     n = len(ids)
-    row_ids = generate_dlt_ids(n)
+    deal_row_ids = row_ids(n)
     table = pa.Table.from_arrays(
         [
             pa.array(ids, pa.string()),
@@ -200,26 +222,27 @@ def deal_batch(deals: list[Any], stamp: Stamp, *, with_history: bool = True) -> 
             pa.array(archived, pa.bool_()),
             pa.array(archived_at, TIMESTAMP),
             *stamp.columns(n),
-            pa.array(row_ids, pa.string()),
+            pa.array(deal_row_ids, pa.string()),
         ],
         schema=DEALS_SCHEMA,
     )
     return DealBatch(
         deals=table,
-        stage_history=_stage_history(row_ids, histories),
+        stage_history=_stage_history(deal_row_ids, histories),
         rejected=rejected,
         max_updated_us=max([*updated, *rejected_updated], default=None),
     )
 
 
-def _stage_history(row_ids: list[str], histories: list[list[Any] | None]) -> pa.Table | None:
+def _stage_history(deal_row_ids: list[str], histories: list[list[Any] | None]
+                   ) -> pa.Table | None:
     """``deals_stage_history`` rows for the deals that came with a history (None if none did)."""
     values: list[Any] = []
     changed: list[int | None] = []
     sources: list[Any] = []
     parents: list[str] = []
     positions: list[int] = []
-    for row_id, history in zip(row_ids, histories, strict=True):
+    for row_id, history in zip(deal_row_ids, histories, strict=True):
         if not history:
             continue
         position = 0
@@ -243,7 +266,7 @@ def _stage_history(row_ids: list[str], histories: list[list[Any] | None]) -> pa.
             parent_ids,
             parent_ids,
             pa.array(positions, pa.int64()),
-            pa.array(generate_dlt_ids(len(parents)), pa.string()),
+            pa.array(row_ids(len(parents)), pa.string()),
         ],
         schema=STAGE_HISTORY_SCHEMA,
     )

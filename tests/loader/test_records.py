@@ -10,6 +10,7 @@ from loader.hubspot.records import (
     STAGE_HISTORY_SCHEMA,
     Stamp,
     deal_batch,
+    row_ids,
 )
 
 STAMP = Stamp("acme", "scan-1", "job-1", datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))
@@ -77,3 +78,12 @@ def test_records_that_cannot_be_stored_are_kept_with_their_reason() -> None:
     assert all(r["_scan_id"] == "scan-1" for r in batch.rejected)
     # The NUL deal's change is known: the cursor may move past it (it is kept, not lost).
     assert batch.max_updated_us == int(datetime(2025, 7, 1, tzinfo=UTC).timestamp() * 1_000_000)
+
+
+def test_row_ids_are_unique_and_increase_from_call_to_call() -> None:
+    first, second = row_ids(3), row_ids(70_000)
+    together = first + second
+    assert len(set(together)) == len(together)
+    assert together == sorted(together)  # in byte order, as PostgreSQL's C collation sorts
+    assert {len(i) for i in together} == {20}
+    assert row_ids(0) == []
