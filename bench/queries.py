@@ -159,31 +159,35 @@ def _pick_params(env: BenchEnv, count: int) -> list[dict[str, Any]]:
     return out
 
 
-def _time_all(env: BenchEnv, params: list[dict[str, Any]], repeats: int, *, analyst: bool
-              ) -> dict[str, list[float]]:
-    conn = env.connect(autocommit=True)
-    timings: dict[str, list[float]] = {name: [] for name in QUERIES}
+def _time_pair(env: BenchEnv, params: list[dict[str, Any]], repeats: int
+               ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each query timed as the owner and as the analyst, run by run in turn (which of the two
+    goes first alternates), so that both see the same moment's machine: two passes minutes apart
+    compared the machine's load as much as RLS. Returns (owner, analyst) timings in ms."""
+    owner_conn = env.connect(autocommit=True)
+    analyst_conn = env.connect(autocommit=True)
+    owner: dict[str, list[float]] = {name: [] for name in QUERIES}
+    rls: dict[str, list[float]] = {name: [] for name in QUERIES}
     try:
-        with conn.cursor() as cur:
-            if analyst:
-                cur.execute(f"set role {BENCH_LOGIN}")
+        with owner_conn.cursor() as owner_cur, analyst_conn.cursor() as analyst_cur:
+            analyst_cur.execute(f"set role {BENCH_LOGIN}")
             for name, sql in QUERIES.items():
                 for k in range(repeats + 3):
                     p = params[k % len(params)]
-                    if analyst:
-                        cur.execute("select set_config('app.current_tenant_id', %s, false)",
-                                    (p["tenant"],))
-                    started = time.perf_counter()
-                    cur.execute(sql, p)
-                    cur.fetchall()
-                    elapsed = (time.perf_counter() - started) * 1000
-                    if k >= 3:  # the first runs warm the cache
-                        timings[name].append(elapsed)
-            if analyst:
-                cur.execute("reset role")
+                    analyst_cur.execute("select set_config('app.current_tenant_id', %s, false)",
+                                        (p["tenant"],))
+                    turns = [(owner_cur, owner[name]), (analyst_cur, rls[name])]
+                    for cur, timings in (turns if k % 2 == 0 else turns[::-1]):
+                        started = time.perf_counter()
+                        cur.execute(sql, p)
+                        cur.fetchall()
+                        elapsed = (time.perf_counter() - started) * 1000
+                        if k >= 3:  # the first runs warm the cache
+                            timings.append(elapsed)
     finally:
-        conn.close()
-    return timings
+        owner_conn.close()
+        analyst_conn.close()
+    return owner, rls
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -203,8 +207,7 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
         rows, tenant_count = cur.fetchone()
     _ensure_login(env)
     params = _pick_params(env, min(tenant_count, 20))
-    owner = _time_all(env, params, repeats, analyst=False)
-    rls = _time_all(env, params, repeats, analyst=True)
+    owner, rls = _time_pair(env, params, repeats)
     # Isolation check: the analyst sees only the tenant set for the session.
     conn = env.connect()
     try:
@@ -233,7 +236,8 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
         "repeats": repeats,
         "analyst_visible_tenants": int(visible_tenants),
         "method": (f"as {BENCH_LOGIN} (member of {ANALYST_ROLE}, app.current_tenant_id set) "
-                   "vs as the owner; same SQL; client-side wall time incl. fetch"),
+                   "vs as the owner, run by run in turn; same SQL; client-side wall time incl. "
+                   "fetch"),
         **grown,
         "queries": per_query,
         "max_rls_p95_ms": max(q["rls_p95_ms"] for q in per_query.values()),

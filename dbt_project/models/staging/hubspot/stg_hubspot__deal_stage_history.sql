@@ -11,7 +11,25 @@ with
 
 source as (
 
-    select * from {{ source_or_empty('raw_hubspot', 'deals_stage_history', raw_columns) }}
+    select {{ raw_columns.keys() | join(', ') }}
+    from {{ source_or_empty('raw_hubspot', 'deals_stage_history', raw_columns) }}
+
+),
+
+legacy_source as (
+
+    {#- Loaders before the Arrow batches let dlt unnest the history into its child table
+        deals__stage_history (same columns): its rows stay part of the history. #}
+    select {{ raw_columns.keys() | join(', ') }}
+    from {{ source_or_empty('raw_hubspot', 'deals__stage_history', raw_columns) }}
+
+),
+
+unioned as (
+
+    select * from source
+    union all
+    select * from legacy_source
 
 ),
 
@@ -25,7 +43,7 @@ renamed as (
         (changed_at at time zone 'UTC') as changed_at,
         source_type
 
-    from source
+    from unioned
 
 )
 
