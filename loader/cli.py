@@ -162,7 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import scan, transform
+    from . import runner, transform
     from .report import print_scan_results
 
     if args.all:
@@ -175,7 +175,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         tenant_ids = [validate_tenant_id(args.tenant)]
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     options = [
-        scan.ScanOptions(
+        runner.ScanOptions(
             tenant_id=t,
             full_refresh=args.full_refresh,
             batch_size=args.batch_size,
@@ -185,7 +185,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
         for t in tenant_ids
     ]
-    results = scan.run_many(options, concurrency=args.concurrency)
+    results = runner.run_many(options, concurrency=args.concurrency)
     print_scan_results(results, as_json=args.json)
     ok = all(r.status == "completed" for r in results)
     if any(r.status == "completed" for r in results) and not args.no_transform:

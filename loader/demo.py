@@ -14,7 +14,7 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from . import db, scan, transform
+from . import db, runner, transform
 from .report import print_scan_results
 
 DEMO_TENANTS = {"acme": "demo-token-acme", "globex": "demo-token-globex"}
@@ -46,9 +46,9 @@ def run_demo(deals: int = 2000, seed: int = 42) -> int:
             changed = _change_portals(sandbox, portals)
             console.print(f"[bold]second run[/]: changed {changed} deals in the sandbox; "
                           "the scans below are incremental")
-        options = [scan.ScanOptions(tenant_id=t, show_progress=console.is_terminal)
+        options = [runner.ScanOptions(tenant_id=t, show_progress=console.is_terminal)
                    for t in portals]
-        results = scan.run_many(options)
+        results = runner.run_many(options)
     print_scan_results(results, as_json=False)
     if not all(r.status == "completed" for r in results):
         return 1

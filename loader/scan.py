@@ -11,7 +11,6 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,50 +25,11 @@ from .errors import LoaderError
 from .hubspot import SOURCE_NAME, hubspot_deals
 from .hubspot.helpers import HubSpotClient
 from .hubspot.pacer import RequestPacer
-from .hubspot.settings import DEFAULT_LOOKBACK_SECONDS
 from .known_stages import stage_lookup
+from .runner import CTRL_C_REASON, RAW_DATASET, ScanOptions, ScanResult, failed_result
+from .runner import one_line as _one_line
 
 logger = logging.getLogger(__name__)
-
-RAW_DATASET = "raw_hubspot"
-#: ``error_message`` of a scan stopped by Ctrl-C in its own terminal.
-CTRL_C_REASON = "Cancelled by user (Ctrl-C)"
-
-
-@dataclass
-class ScanOptions:
-    """What to scan and how."""
-
-    tenant_id: str
-    full_refresh: bool = False
-    batch_size: int = settings.DEFAULT_BATCH_SIZE
-    lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS
-    stage_history: bool = True
-    api_base_url: str = field(default_factory=settings.api_base_url)
-    show_progress: bool = False
-    loader_file_format: str = "csv"
-
-
-@dataclass
-class ScanResult:
-    """How a scan ended."""
-
-    tenant_id: str
-    scan_id: str
-    job_id: str
-    status: str
-    mode: str
-    processed_items: int
-    failed_items: int
-    total_items: int
-    requests: int
-    seconds: float
-    error_message: str | None = None
-    success_rate: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
 
 class JobProgress:
     """Writes progress to the live job after every batch and notices cancellation.
@@ -480,31 +440,15 @@ def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
     return None
 
 
-def _one_line(exc: BaseException) -> str:
-    """The most useful one-line message in an exception chain (ours, if any is ours)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, LoaderError):
-            return str(current)
-        nested = getattr(current, "exception", None)
-        current = nested if isinstance(nested, BaseException) else (
-            current.__cause__ or current.__context__
-        )
-    text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())[:500]
-
-
 def _run_scan_isolated(options: ScanOptions, url: str | None = None) -> ScanResult:
     """A scan whose refusal or crash still comes back as a (failed) result."""
     try:
         return run_scan(options, url)
     except LoaderError as exc:
-        return _failed_result(options, str(exc))
+        return failed_result(options, str(exc))
     except Exception as exc:  # noqa: BLE001 - one tenant must not stop the others
         logger.debug("tenant %s: scan crashed", options.tenant_id, exc_info=True)
-        return _failed_result(options, f"tenant {options.tenant_id}: unexpected "
+        return failed_result(options, f"tenant {options.tenant_id}: unexpected "
                                        f"{type(exc).__name__}: {_one_line(exc)}")
 
 
@@ -515,74 +459,3 @@ def _run_scan_in_worker(options: ScanOptions, url: str, environ: dict[str, str])
     os.environ.clear()
     os.environ.update(environ)
     return _run_scan_isolated(options, url)
-
-
-def _failed_result(options: ScanOptions, message: str) -> ScanResult:
-    return ScanResult(options.tenant_id, "", "", "failed", "n/a", 0, 0, 0, 0, 0.0, message)
-
-
-def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResult]:
-    """Scan several tenants, ``concurrency`` at a time, each in its own process and pipeline.
-
-    Results come back in the order of ``options``. One tenant's failure (or crash) does not stop
-    the others. When the raw tables do not exist yet, the first tenant runs alone so that
-    concurrent pipelines never race to create them. With progress on, the parent process draws
-    one bar per running tenant from the live job records.
-    """
-    if len(options) == 1:
-        return [run_scan(options[0])]
-    url = db.database_url()
-    if concurrency <= 1:
-        results: list[ScanResult] = []
-        for opt in options:
-            if any(r.error_message == CTRL_C_REASON for r in results):  # Ctrl-C stops them all
-                results.append(_failed_result(
-                    opt, f"tenant {opt.tenant_id}: not scanned: stopped by Ctrl-C"))
-            else:
-                results.append(_run_scan_isolated(opt, url))
-        return results
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    show = any(o.show_progress for o in options)
-    quiet = [ScanOptions(**{**o.__dict__, "show_progress": False}) for o in options]
-    results: list[ScanResult] = []
-    if not _raw_tables_exist(url):
-        results.append(_run_scan_isolated(options[0], url))
-        quiet = quiet[1:]
-    # Workers fork from a server process that imported the loader (dlt included) once, instead
-    # of each importing it anew (spawn): seconds saved per run. The server forks from a clean,
-    # single-threaded state, unlike a plain fork of this process (threads, open connections).
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["loader.scan"])
-    board = None
-    if show:
-        from .report import JobBoard
-
-        board = JobBoard(url, [o.tenant_id for o in quiet])
-        board.start()
-    try:
-        with ProcessPoolExecutor(max_workers=concurrency, mp_context=context) as pool:
-            environ = dict(os.environ)
-            futures = [pool.submit(_run_scan_in_worker, opt, url, environ) for opt in quiet]
-            for opt, future in zip(quiet, futures, strict=True):
-                try:
-                    results.append(future.result())
-                except Exception as exc:  # noqa: BLE001 - e.g. the worker process died
-                    results.append(_failed_result(
-                        opt, f"tenant {opt.tenant_id}: scan process failed: "
-                             f"{type(exc).__name__}: {_one_line(exc)}"))
-    finally:
-        if board is not None:
-            board.stop()
-    return results
-
-
-def _raw_tables_exist(url: str) -> bool:
-    conn = db.connect(url)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("select to_regclass(%s) is not null", (f"{RAW_DATASET}.deals",))
-            return bool(cur.fetchone()[0])
-    finally:
-        conn.close()

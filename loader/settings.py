@@ -10,6 +10,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_API_BASE_URL = "https://api.hubapi.com"
 DEFAULT_BATCH_SIZE = 50
+#: Search-index lag: an incremental scan re-reads this many seconds before its stored cursor.
+DEFAULT_LOOKBACK_SECONDS = 300
 
 # No internet here, and no phoning home anywhere: switched off before dlt or dbt is imported.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")

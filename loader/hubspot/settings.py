@@ -20,7 +20,7 @@ SEARCH_RESULT_CAP = 10_000
 MAX_URL_LENGTH = 3_000
 
 #: Search-index lag: an incremental scan re-reads this many seconds before its stored cursor.
-DEFAULT_LOOKBACK_SECONDS = 300
+from ..settings import DEFAULT_LOOKBACK_SECONDS  # noqa: E402, F401 - one value for the CLI too
 
 #: The property whose history becomes ``deal_stage_history``.
 STAGE_PROPERTY = "dealstage"
