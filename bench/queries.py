@@ -143,11 +143,22 @@ def _ensure_login(env: BenchEnv) -> None:
 
 
 def _pick_params(env: BenchEnv, count: int) -> list[dict[str, Any]]:
-    """Per-run parameters: tenants (largest first, rotating), one of their scan jobs, a year."""
+    """Per-run parameters: tenants (largest first, rotating), the scan job that wrote most of the
+    tenant's current rows (the largest page_of_scan; picking by job id, a UUID, chose the full or
+    an incremental scan at random), a year."""
     with env.cursor() as cur:
         cur.execute("""
-            select _tenant_id, max(scan_job_id), min(createdate), max(createdate)
-            from analytics.deals group by _tenant_id order by count(*) desc, _tenant_id
+            with per_job as (
+                select _tenant_id, scan_job_id, count(*) as n
+                from analytics.deals group by _tenant_id, scan_job_id
+            ),
+            top_job as (
+                select distinct on (_tenant_id) _tenant_id, scan_job_id
+                from per_job order by _tenant_id, n desc, scan_job_id
+            )
+            select d._tenant_id, t.scan_job_id, min(d.createdate), max(d.createdate)
+            from analytics.deals as d join top_job as t using (_tenant_id)
+            group by d._tenant_id, t.scan_job_id order by count(*) desc, d._tenant_id
             limit %s""", (count,))
         rows = cur.fetchall()
     out = []
