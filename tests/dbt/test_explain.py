@@ -218,19 +218,3 @@ def test_seed_query_reads_its_covering_index_only(
         ("Index Only Scan", COVERED[name])], name
     assert on_deals[0]["Actual Rows"] > 0, name
     assert on_deals[0]["Heap Fetches"] == 0, name
-
-
-@pytest.mark.parametrize("name", list(QUERIES))
-def test_the_policy_costs_no_node_of_its_own(big_warehouse: psycopg2.extensions.connection,
-                                             name: str) -> None:
-    """The seed's queries name the tenant themselves. The policy (``= any (array[...])``) is then
-    one more index condition of the same scan, checked once, not a one-time filter on a Result
-    node that every scanned row passes through (what ``_tenant_id = <setting>`` gave)."""
-    _relation, sql = QUERIES[name]
-    with big_warehouse.cursor() as cur:
-        cur.execute(f"explain (format json) {sql}")
-        plan = cur.fetchone()[0][0]["Plan"]
-    gating = [n for n in _plan_nodes(plan) if "One-Time Filter" in n]
-    assert gating == [], (name, gating)
-    filters = [n.get(key) for n in _plan_nodes(plan) for key in ("Filter", "Index Cond")]
-    assert any("current_setting" in (f or "") for f in filters), (name, plan)  # RLS applies
