@@ -3,9 +3,12 @@ throttling and faults. Each test asserts the final ``analytics.deals`` of its te
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,6 +34,19 @@ def _transform(run_loader) -> None:
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-2000:])
 
 
+@contextlib.contextmanager
+def _one_portal(tmp_path: Path, prefix: str, **sandbox: Any
+                ) -> Iterator[tuple[str, dict[str, str], SandboxServer]]:
+    """A sandbox with one portal for a new tenant, and the loader's environment for it:
+    (tenant id, env, sandbox)."""
+    tenant = unique_tenant(prefix)
+    token = f"tok-{prefix}-0123456789"
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
+    with SandboxServer(portals={tenant: token}, **sandbox) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        yield tenant, env, sb
+
+
 def _deals(db_conn, tenant: str) -> list[tuple]:
     return query(db_conn, f"select {CONTENT_COLUMNS} from analytics.deals "
                           "where _tenant_id = %s order by id", (tenant,))
@@ -41,10 +57,7 @@ def _deals(db_conn, tenant: str) -> list[tuple]:
 def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
     run_loader, db_conn, tmp_path: Path
 ) -> None:
-    tenant = unique_tenant("big")
-    env = write_tenants_file(tmp_path / "t.toml", {tenant: "tok-big-0123456789"})
-    with SandboxServer(portals={tenant: "tok-big-0123456789"}, deals=50_000, seed=21) as sb:
-        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+    with _one_portal(tmp_path, "big", deals=50_000, seed=21) as (tenant, env, sb):
         portal = sb.portal(tenant)
         full = _scan(run_loader, env, tenant)
         assert full["mode"] == "full"
@@ -75,10 +88,7 @@ def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
 def test_twelve_thousand_deals_sharing_one_timestamp_all_arrive_once(
     run_loader, db_conn, tmp_path: Path
 ) -> None:
-    tenant = unique_tenant("tie")
-    env = write_tenants_file(tmp_path / "t.toml", {tenant: "tok-tie-0123456789"})
-    with SandboxServer(portals={tenant: "tok-tie-0123456789"}, deals=12_300, seed=4) as sb:
-        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+    with _one_portal(tmp_path, "tie", deals=12_300, seed=4) as (tenant, env, sb):
         portal = sb.portal(tenant)
         _scan(run_loader, env, tenant, "--no-stage-history")
         stamp_ms = int(time.time() * 1000) - 60_000
@@ -101,10 +111,7 @@ def test_twelve_thousand_deals_sharing_one_timestamp_all_arrive_once(
 
 
 def test_archived_deals_land_as_archived(run_loader, db_conn, tmp_path: Path) -> None:
-    tenant = unique_tenant("arch")
-    env = write_tenants_file(tmp_path / "t.toml", {tenant: "tok-arch-0123456789"})
-    with SandboxServer(portals={tenant: "tok-arch-0123456789"}, deals=300, seed=8) as sb:
-        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+    with _one_portal(tmp_path, "arch", deals=300, seed=8) as (tenant, env, sb):
         portal = sb.portal(tenant)
         _scan(run_loader, env, tenant)
         gone = portal.deal_ids()[10:13]
@@ -121,11 +128,8 @@ def test_archived_deals_land_as_archived(run_loader, db_conn, tmp_path: Path) ->
 
 
 def test_a_thousand_custom_properties_load_without_414(run_loader, db_conn, tmp_path) -> None:
-    tenant = unique_tenant("wide")
-    token = "tok-wide-0123456789"
-    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
-    with SandboxServer(portals={tenant: token}, deals=250, seed=2, custom_properties=1000) as sb:
-        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+    with _one_portal(tmp_path, "wide", deals=250, seed=2,
+                     custom_properties=1000) as (tenant, env, sb):
         portal = sb.portal(tenant)
         _scan(run_loader, env, tenant)
         stats = sb.stats() if hasattr(sb, "stats") else {"count_414": portal.stats()["count_414"]}
@@ -172,11 +176,7 @@ def test_429_storm_and_5xx_end_in_the_same_tables_as_a_clean_run(
 def test_malformed_200_fails_the_scan_and_keeps_the_cursor(
     run_loader, db_conn, tmp_path: Path
 ) -> None:
-    tenant = unique_tenant("shape")
-    token = "tok-shape-0123456789"
-    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
-    with SandboxServer(portals={tenant: token}, deals=400, seed=5) as sb:
-        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+    with _one_portal(tmp_path, "shape", deals=400, seed=5) as (tenant, env, sb):
         portal = sb.portal(tenant)
         _scan(run_loader, env, tenant)
         states_before = query(db_conn, "select count(*) from raw_hubspot._dlt_pipeline_state "
@@ -212,11 +212,7 @@ def test_a_deal_postgresql_cannot_store_is_kept_in_deals_rejected_and_counted(
     """A NUL character (``\\u0000`` in HubSpot's JSON) cannot go into ``jsonb`` or ``text``: the
     deal is rejected with the reason, kept whole (NUL as U+FFFD) and counted as failed, and the
     scan loads every other deal."""
-    tenant = unique_tenant("nul")
-    token = "tok-nul-0123456789"
-    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
-    with SandboxServer(portals={tenant: token}, deals=120, seed=5) as sb:
-        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+    with _one_portal(tmp_path, "nul", deals=120, seed=5) as (tenant, env, sb):
         portal = sb.portal(tenant)
         ids = portal.deal_ids()
         portal.update_deal(ids[3], {"description": "before\x00after"})
