@@ -250,15 +250,23 @@ def set_progress(
 
     Committed without waiting for the WAL flush: other sessions see the counters at once, and a
     server crash could only lose progress counters, which the scan's final write sets again.
+    One statement in its own transaction, so one round trip (a scan writes this after every
+    batch): ``set_config(..., true)`` switches the flush off for that transaction alone.
     """
-    with conn, conn.cursor() as cur:
-        cur.execute("set local synchronous_commit = off")
-        cur.execute(
-            "update loader.scan_jobs set processed_items = %s, failed_items = %s, "
-            "total_items = greatest(total_items, %s) where id = %s returning status",
-            (processed, failed, processed + failed, job.id),
-        )
-        row = cur.fetchone()
+    autocommit = conn.autocommit
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "update loader.scan_jobs set processed_items = %s, failed_items = %s, "
+                "total_items = greatest(total_items, %s) "
+                "where id = %s and set_config('synchronous_commit', 'off', true) = 'off' "
+                "returning status",
+                (processed, failed, processed + failed, job.id),
+            )
+            row = cur.fetchone()
+    finally:
+        conn.autocommit = autocommit
     return row[0] if row else "failed"
 
 
