@@ -143,22 +143,18 @@ def _ensure_login(env: BenchEnv) -> None:
 
 
 def _pick_params(env: BenchEnv, count: int) -> list[dict[str, Any]]:
-    """Per-run parameters: tenants (largest first, rotating), the scan job that wrote most of the
-    tenant's current rows (the largest page_of_scan; picking by job id, a UUID, chose the full or
-    an incremental scan at random), a year."""
+    """Per-run parameters: tenants (largest first, rotating), the tenant's latest scan job (the
+    one an operator pages through after a run; in ``make bench`` the incremental scan, whose rows
+    are spread thinly over the tenant's: the slow case for page_of_scan), a year."""
     with env.cursor() as cur:
         cur.execute("""
-            with per_job as (
-                select _tenant_id, scan_job_id, count(*) as n
-                from analytics.deals group by _tenant_id, scan_job_id
-            ),
-            top_job as (
+            with latest_job as (
                 select distinct on (_tenant_id) _tenant_id, scan_job_id
-                from per_job order by _tenant_id, n desc, scan_job_id
+                from analytics.deals order by _tenant_id, _extracted_at desc, scan_job_id
             )
-            select d._tenant_id, t.scan_job_id, min(d.createdate), max(d.createdate)
-            from analytics.deals as d join top_job as t using (_tenant_id)
-            group by d._tenant_id, t.scan_job_id order by count(*) desc, d._tenant_id
+            select d._tenant_id, j.scan_job_id, min(d.createdate), max(d.createdate)
+            from analytics.deals as d join latest_job as j using (_tenant_id)
+            group by d._tenant_id, j.scan_job_id order by count(*) desc, d._tenant_id
             limit %s""", (count,))
         rows = cur.fetchall()
     out = []
