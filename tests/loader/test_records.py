@@ -87,3 +87,17 @@ def test_row_ids_are_unique_and_increase_from_call_to_call() -> None:
     assert together == sorted(together)  # in byte order, as PostgreSQL's C collation sorts
     assert {len(i) for i in together} == {20}
     assert row_ids(0) == []
+
+
+def test_the_cursor_comes_from_the_resource_state_or_from_dlt_incremental_state() -> None:
+    """Scans keep their cursor in the deals resource's state; a pipeline from before that keeps
+    the value its ``dlt.sources.incremental`` stored, so its next scan stays incremental."""
+    from loader.hubspot import _stored_cursor
+
+    assert _stored_cursor({}) is None
+    legacy = {"incremental": {"updated_at": {"last_value": "2025-06-01T12:00:00.250000+00:00"}}}
+    assert _stored_cursor(legacy) == datetime(2025, 6, 1, 12, 0, 0, 250000, tzinfo=UTC)
+    assert _stored_cursor({"incremental": {"updated_at": {
+        "last_value": datetime(2025, 6, 1, tzinfo=UTC)}}}) == datetime(2025, 6, 1, tzinfo=UTC)
+    both = {**legacy, "cursor": "2025-07-01T00:00:00+00:00"}
+    assert _stored_cursor(both) == datetime(2025, 7, 1, tzinfo=UTC)
