@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from . import settings  # noqa: F401 - switches telemetry off before dlt/dbt load
+from . import settings
 from .errors import LoaderError, UsageError
 from .ids import validate_scan_id, validate_tenant_id
 

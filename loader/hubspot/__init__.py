@@ -131,7 +131,6 @@ def hubspot_deals(
     started = scan_started_at or datetime.now(UTC)
     properties = client.deal_property_names()
     history_of = (settings.STAGE_PROPERTY,) if stage_history else ()
-    stamp = {"tenant_id": tenant_id, "scan_id": scan_id, "scan_job_id": scan_job_id}
 
     def emit(
         pages: Iterable[list[dict[str, Any]]], on_batch: Callable[[DealBatch], None] | None = None
@@ -171,14 +170,6 @@ def hubspot_deals(
         incremental = not full_refresh and state.get("full_scan_completed") and cursor is not None
         state["last_scan_mode"] = "incremental" if incremental else "full"
 
-        def advance_cursor(batch: DealBatch) -> None:
-            """The cursor (the latest ``updated_at`` stored) moves with each batch taken, and
-            is committed with the batch's rows."""
-            if batch.max_updated_us is not None:
-                latest = datetime.fromtimestamp(batch.max_updated_us / 1_000_000, tz=UTC)
-                if state.get("cursor") is None or latest > parse_hubspot_datetime(state["cursor"]):
-                    state["cursor"] = latest.isoformat()
-
         if incremental:
             since = cursor - timedelta(seconds=lookback_seconds)
             pages = _with_history(
@@ -197,7 +188,7 @@ def hubspot_deals(
             progress.on_total(client.count_deals())
             pages = client.list_deals(properties, history_of=history_of)
         try:
-            yield from emit(pages, advance_cursor)
+            yield from emit(pages, lambda batch: _advance_cursor(state, batch.max_updated_us))
         except _Cancelled:
             return  # what was yielded is loaded; a full scan stays marked incomplete
         if not incremental:
@@ -213,7 +204,7 @@ def hubspot_deals(
     @dlt.resource(name="pipelines", write_disposition="append",
                   columns={"id": {"data_type": "text", "nullable": False}, **_STAMP_COLUMNS})
     def pipelines() -> Iterator[list[dict[str, Any]]]:
-        extracted_at = datetime.now(UTC)
+        stamp = Stamp(tenant_id, scan_id, scan_job_id).row()
         rows = []
         for pipeline in client.pipelines():
             rows.append({
@@ -232,10 +223,7 @@ def hubspot_deals(
                     }
                     for stage in pipeline.get("stages") or []
                 ],
-                "_tenant_id": stamp["tenant_id"],
-                "_scan_id": stamp["scan_id"],
-                "_scan_job_id": stamp["scan_job_id"],
-                "_extracted_at": extracted_at,
+                **stamp,
             })
         yield rows
 
@@ -294,6 +282,18 @@ def _stored_cursor(state: dict[str, Any]) -> datetime | None:
     if value is None:
         return None
     return value if isinstance(value, datetime) else parse_hubspot_datetime(value)
+
+
+def _advance_cursor(state: dict[str, Any], latest_us: int | None) -> None:
+    """Move the cursor to ``latest_us`` (epoch µs) if that is later than the stored one (of
+    either kind, see :func:`_stored_cursor`): it only goes forward, and is committed with the
+    rows of the batch that moved it."""
+    if latest_us is None:
+        return
+    latest = datetime.fromtimestamp(latest_us / 1_000_000, tz=UTC)
+    current = _stored_cursor(state)
+    if current is None or latest > current:
+        state["cursor"] = latest.isoformat()
 
 
 def _with_history(

@@ -55,6 +55,7 @@ STAGE_HISTORY_SCHEMA = pa.schema([
 
 #: JSON's escape for U+0000, which PostgreSQL's ``jsonb`` (and ``text``) cannot store.
 _NUL_ESCAPE = b"\\u0000"
+NUL_REASON = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
 
 
 _BASE64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
@@ -150,8 +151,9 @@ class DealBatch:
         return self.deals.num_rows
 
 
-def deal_problem(deal: Any) -> str | None:
-    """Why a deal object cannot be stored, or None if it can."""
+def deal_problem(deal: Any, updated_us: int | None) -> str | None:
+    """Why a deal object cannot be stored, or None if it can (``updated_us``: its
+    :func:`_updated_us`)."""
     if not isinstance(deal, dict):
         return "not a JSON object"
     deal_id = deal.get("id")
@@ -160,8 +162,10 @@ def deal_problem(deal: Any) -> str | None:
     properties = deal.get("properties")
     if not isinstance(properties, dict):
         return "missing 'properties' object"
-    if _updated_us(deal) is None:
+    if updated_us is None:
         return "missing or unparseable 'updatedAt'"
+    if "\x00" in deal_id:
+        return NUL_REASON
     return None
 
 
@@ -174,7 +178,7 @@ def _updated_us(deal: Any) -> int | None:
     return _micros(deal.get("updatedAt") or fallback)
 
 
-def deal_batch(deals: list[Any], stamp: Stamp, *, with_history: bool = True) -> DealBatch:
+def deal_batch(deals: list[Any], stamp: Stamp) -> DealBatch:
     """The raw rows of ``deals`` (one page or part of one) as Arrow tables.
 
     ``properties`` is kept whole as one JSON value; a deal with a NUL character anywhere in it is
@@ -191,26 +195,26 @@ def deal_batch(deals: list[Any], stamp: Stamp, *, with_history: bool = True) -> 
     rejected: list[dict[str, Any]] = []
     rejected_updated: list[int] = []
     for deal in deals:
-        reason = deal_problem(deal)
+        updated_us = _updated_us(deal)
+        reason = deal_problem(deal, updated_us)
         blob = b""
         if reason is None:
-            properties = deal["properties"]
-            blob = orjson.dumps(properties)
-            if _NUL_ESCAPE in blob or _NUL_ESCAPE in orjson.dumps(deal["id"]):
-                reason = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+            blob = orjson.dumps(deal["properties"])
+            if _NUL_ESCAPE in blob:
+                reason = NUL_REASON
         if reason is not None:
             rejected.append(rejected_row(deal, reason, stamp))
-            if (rejected_at := _updated_us(deal)) is not None:
-                rejected_updated.append(rejected_at)  # kept: the cursor may pass it
+            if updated_us is not None:
+                rejected_updated.append(updated_us)  # kept: the cursor may pass it
             continue
         ids.append(deal["id"])
         blobs.append(blob)
         created.append(_micros(deal.get("createdAt")))
-        updated.append(_updated_us(deal))
+        updated.append(updated_us)
         archived.append(bool(deal.get("archived", False)))
         archived_at.append(_micros(deal.get("archivedAt")))
         history = (deal.get("propertiesWithHistory") or {}).get(settings.STAGE_PROPERTY)
-        histories.append(history if with_history and isinstance(history, list) else None)
+        histories.append(history if isinstance(history, list) else None)
     n = len(ids)
     deal_row_ids = row_ids(n)
     table = pa.Table.from_arrays(
@@ -285,8 +289,9 @@ def rejected_row(deal: Any, reason: str, stamp: Stamp) -> dict[str, Any]:
 
     NUL characters, which PostgreSQL cannot store, are replaced by U+FFFD in the kept copy.
     """
-    if _NUL_ESCAPE in orjson.dumps(deal):
-        deal = orjson.loads(orjson.dumps(deal).replace(_NUL_ESCAPE, b"\\ufffd"))
+    dumped = orjson.dumps(deal)
+    if _NUL_ESCAPE in dumped:
+        deal = orjson.loads(dumped.replace(_NUL_ESCAPE, b"\\ufffd"))
     deal_id = deal.get("id") if isinstance(deal, dict) else None
     return {
         "deal_id": str(deal_id)[:255] if deal_id is not None else None,

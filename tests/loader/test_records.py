@@ -101,3 +101,19 @@ def test_the_cursor_comes_from_the_resource_state_or_from_dlt_incremental_state(
         "last_value": datetime(2025, 6, 1, tzinfo=UTC)}}}) == datetime(2025, 6, 1, tzinfo=UTC)
     both = {**legacy, "cursor": "2025-07-01T00:00:00+00:00"}
     assert _stored_cursor(both) == datetime(2025, 7, 1, tzinfo=UTC)
+
+
+def test_the_cursor_only_moves_forward_from_either_kind_of_stored_cursor() -> None:
+    from loader.hubspot import _advance_cursor
+
+    june, july = datetime(2025, 6, 1, tzinfo=UTC), datetime(2025, 7, 1, tzinfo=UTC)
+    state: dict = {}
+    _advance_cursor(state, None)
+    assert state == {}
+    _advance_cursor(state, int(july.timestamp() * 1_000_000))
+    assert state["cursor"] == july.isoformat()
+    _advance_cursor(state, int(june.timestamp() * 1_000_000))  # a lookback re-read: no step back
+    assert state["cursor"] == july.isoformat()
+    legacy = {"incremental": {"updated_at": {"last_value": july.isoformat()}}}
+    _advance_cursor(legacy, int(june.timestamp() * 1_000_000))
+    assert "cursor" not in legacy  # the older pipeline's cursor still stands
