@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlencode
 
+import certifi
 import orjson
-import requests
-from dlt.sources.helpers.requests import Client
+import urllib3
+from urllib3.util import Retry, Timeout
 
 from ..errors import LoaderError
 from . import settings
-from .pacer import PacedAdapter, RequestPacer
+from .pacer import RequestPacer, policy_for
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +30,13 @@ class HubSpotError(LoaderError):
 class HubSpotClient:
     """A HubSpot API client for one portal (tenant), with retries and rate-limit pacing.
 
-    Retries (429 and 5xx, honouring ``Retry-After``, plus connection errors and truncated bodies)
-    come from dlt's requests helper; every attempt passes through the portal's
-    :class:`RequestPacer`. 401/403 fail at once with a message naming the tenant — never the token.
+    The transport is a ``urllib3`` connection pool (thread-safe, keep-alive): a page costs about
+    a fifth of the CPU it cost through ``requests`` with dlt's retrying session (make bench,
+    README "Performance"). Every attempt passes through the portal's :class:`RequestPacer`.
+    429 and 5xx answers, connection errors and bodies cut short are retried up to
+    ``max_attempts`` times, waiting as ``Retry-After`` says or with exponential back-off (at most
+    ``max_retry_delay`` seconds). 401/403 fail at once with a message naming the tenant — never
+    the token.
     """
 
     def __init__(
@@ -48,22 +54,24 @@ class HubSpotClient:
         self.base_url = base_url.rstrip("/")
         self.tenant_id = tenant_id
         self.pacer = pacer or RequestPacer()
-        client = Client(
-            request_timeout=timeout,
-            raise_for_status=False,
-            status_codes=RETRY_STATUS,
-            request_max_attempts=max_attempts,
-            request_backoff_factor=backoff_factor,
-            request_max_retry_delay=max_retry_delay,
-            respect_retry_after_header=True,
-        )
-        self.session: requests.Session = client.session
-        adapter = PacedAdapter(self.pacer, pool_maxsize=8)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers["Authorization"] = f"Bearer {access_token}"
-        self.session.headers["Accept"] = "application/json"
         self.max_attempts = max_attempts
+        self.backoff_factor = backoff_factor
+        self.max_retry_delay = max_retry_delay
+        self._http = urllib3.PoolManager(
+            num_pools=2,
+            maxsize=8,
+            retries=False,  # retried here, so that every attempt is paced
+            timeout=Timeout(connect=min(timeout, 10.0), read=timeout),
+            ca_certs=certifi.where(),
+        )
+        common = {
+            "Authorization": f"Bearer {access_token}",
+            "Accept": "application/json",
+            "Accept-Encoding": "gzip, deflate",
+            "User-Agent": "hubspot-deals-loader",
+        }
+        self._get_headers = dict(common)
+        self._post_headers = {**common, "Content-Type": "application/json"}
 
     # -- transport ---------------------------------------------------------------------------
 
@@ -81,35 +89,48 @@ class HubSpotClient:
 
     def _request(self, method: str, url: str, body: bytes | None) -> dict[str, Any]:
         path = url[len(self.base_url):].split("?", 1)[0]
-        headers = {"Content-Type": "application/json"} if body is not None else None
+        policy = policy_for(path)
+        headers = self._get_headers if body is None else self._post_headers
         for attempt in range(1, self.max_attempts + 1):
+            last = attempt == self.max_attempts
+            sent_at = self.pacer.acquire(policy)
             try:
-                response = self.session.request(method, url, data=body, headers=headers)
-            except requests.RequestException as exc:
+                response = self._http.urlopen(method, url, body=body, headers=headers)
+            except urllib3.exceptions.HTTPError as exc:  # refused, reset, timed out, cut short
+                self.pacer.answered(policy, sent_at)
+                if not last:
+                    self._wait(attempt, None)
+                    continue
                 raise HubSpotError(
                     f"tenant {self.tenant_id}: {method} {path} failed after retries: "
                     f"{type(exc).__name__}"
                 ) from None
-            if response.status_code in (401, 403):
+            self.pacer.answered(policy, sent_at)
+            status = response.status
+            self.pacer.observe(policy, status, response.headers)
+            if status in (401, 403):
                 raise HubSpotError(
                     f"tenant {self.tenant_id}: HubSpot refused the access token "
-                    f"({response.status_code} {_category(response)}); check the tenant's token"
+                    f"({status} {_category(response.data)}); check the tenant's token"
                 )
-            if response.status_code in RETRY_STATUS:
+            if status in RETRY_STATUS:
+                if not last:
+                    self._wait(attempt, response.headers.get("Retry-After"))
+                    continue
                 raise HubSpotError(
                     f"tenant {self.tenant_id}: {method} {path} still failing with "
-                    f"{response.status_code} after {self.max_attempts} attempts"
+                    f"{status} after {self.max_attempts} attempts"
                 )
-            if response.status_code >= 400:
+            if status >= 400:
                 raise HubSpotError(
-                    f"tenant {self.tenant_id}: {method} {path} answered {response.status_code}: "
-                    f"{_message(response)}"
+                    f"tenant {self.tenant_id}: {method} {path} answered {status}: "
+                    f"{_message(response.data)}"
                 )
             try:
-                payload = orjson.loads(response.content)
+                payload = orjson.loads(response.data)
             except orjson.JSONDecodeError:
                 # A body cut short in transit: worth another try, then a clear failure.
-                if attempt < self.max_attempts:
+                if not last:
                     logger.warning("tenant %s: %s %s: body is not JSON, retrying",
                                    self.tenant_id, method, path)
                     continue
@@ -124,6 +145,18 @@ class HubSpotClient:
                 )
             return payload
         raise AssertionError("unreachable")
+
+    def _wait(self, attempt: int, retry_after: str | None) -> None:
+        """Sleep before attempt ``attempt + 1``: as ``Retry-After`` says (seconds or an HTTP
+        date, parsed by urllib3), else ``backoff_factor * 2 ** (attempt - 1)``; never longer
+        than ``max_retry_delay``."""
+        delay = self.backoff_factor * 2 ** (attempt - 1)
+        if retry_after:
+            try:
+                delay = Retry.parse_retry_after(Retry(), retry_after)
+            except urllib3.exceptions.InvalidHeader:
+                pass
+        time.sleep(max(0.0, min(delay, self.max_retry_delay)))
 
     # -- endpoints ---------------------------------------------------------------------------
 
@@ -374,18 +407,17 @@ def _modified_ms(deal: dict[str, Any]) -> int:
     return parse_hubspot_ms(value)
 
 
-def _category(response: requests.Response) -> str:
+def _category(body: bytes) -> str:
     try:
-        body = orjson.loads(response.content)
-        return str(body.get("category") or "")
+        return str(orjson.loads(body).get("category") or "")
     except (orjson.JSONDecodeError, AttributeError):
         return ""
 
 
-def _message(response: requests.Response) -> str:
+def _message(body: bytes) -> str:
     try:
-        body = orjson.loads(response.content)
-        text = str(body.get("message") or body)
+        parsed = orjson.loads(body)
+        text = str(parsed.get("message") or parsed)
     except (orjson.JSONDecodeError, AttributeError):
-        text = response.text[:200]
+        text = body[:200].decode("utf-8", "replace")
     return " ".join(text.split())[:300]

@@ -17,11 +17,8 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-
-import requests
-from requests.adapters import HTTPAdapter
 
 GENERAL = "general"
 SEARCH = "search"
@@ -88,11 +85,11 @@ class RequestPacer:
                 del window.sent[index]
             bisect.insort(window.sent, self._clock())
 
-    def observe(self, policy: str, response: requests.Response) -> None:
-        """Learn the portal's limits from HubSpot's rate-limit headers; count 429s."""
-        headers = response.headers
+    def observe(self, policy: str, status: int, headers: Mapping[str, str]) -> None:
+        """Learn the portal's limits from an answer's HubSpot rate-limit headers (``headers``
+        looked up case-insensitively, as HTTP header maps do); count 429s."""
         window = self._windows[policy]
-        if response.status_code == 429:
+        if status == 429:
             self.throttled_responses += 1
         maximum = headers.get("X-HubSpot-RateLimit-Max")
         interval = headers.get("X-HubSpot-RateLimit-Interval-Milliseconds")
@@ -120,21 +117,3 @@ class RequestPacer:
 def policy_for(url: str) -> str:
     """Which rate-limit policy a request URL falls under."""
     return SEARCH if url.split("?", 1)[0].rstrip("/").endswith("/search") else GENERAL
-
-
-class PacedAdapter(HTTPAdapter):
-    """A requests adapter that paces every attempt (retries included) through a pacer."""
-
-    def __init__(self, pacer: RequestPacer, **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
-        self.pacer = pacer
-
-    def send(self, request, *args, **kwargs):  # type: ignore[no-untyped-def,override]
-        policy = policy_for(request.url or "")
-        sent_at = self.pacer.acquire(policy)
-        try:
-            response = super().send(request, *args, **kwargs)
-        finally:
-            self.pacer.answered(policy, sent_at)
-        self.pacer.observe(policy, response)
-        return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import requests
+from urllib3 import HTTPHeaderDict
 
 from loader.hubspot.pacer import GENERAL, SEARCH, RequestPacer, policy_for
 
@@ -18,11 +18,9 @@ class FakeClock:
         self.now += seconds
 
 
-def _response(headers: dict[str, str], status: int = 200) -> requests.Response:
-    response = requests.Response()
-    response.status_code = status
-    response.headers.update(headers)
-    return response
+def _headers(headers: dict[str, str]) -> HTTPHeaderDict:
+    """Response headers as the client hands them over (urllib3's case-insensitive map)."""
+    return HTTPHeaderDict(headers)
 
 
 def test_never_more_than_the_limit_in_any_window_and_close_to_it() -> None:
@@ -46,8 +44,8 @@ def test_learns_the_limit_from_headers_and_respects_remaining() -> None:
     clock = FakeClock()
     pacer = RequestPacer(clock=clock, sleep=clock.sleep)
     pacer.acquire(GENERAL)
-    pacer.observe(GENERAL, _response({
-        "X-HubSpot-RateLimit-Max": "190",
+    pacer.observe(GENERAL, 200, _headers({
+        "x-hubspot-ratelimit-max": "190",
         "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
         "X-HubSpot-RateLimit-Remaining": "9",  # someone else used 180 already
     }))
@@ -67,5 +65,5 @@ def test_search_has_its_own_per_second_policy() -> None:
     for _ in range(10):
         pacer.acquire(SEARCH)
     assert 1.0 <= clock.now < 1.2
-    pacer.observe(SEARCH, _response({}, status=429))
+    pacer.observe(SEARCH, 429, _headers({}))
     assert pacer.throttled_responses == 1

@@ -1,0 +1,121 @@
+"""The HubSpot client's transport against the sandbox on loopback: what is retried, how long it
+waits, what it gives up on, and that its errors never carry the token."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from loader.hubspot.helpers import HubSpotClient, HubSpotError
+from loader.sandbox import SandboxServer
+
+TOKEN = "tok-client-0123456789"
+PIPELINES = "/crm/v3/pipelines/deals"
+DEALS = "/crm/v3/objects/deals"
+
+pytestmark = pytest.mark.embedded_only  # HTTP behaviour: no database involved
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with SandboxServer(portals={"p": TOKEN}, deals=120, seed=4) as sb:
+        yield sb
+
+
+@pytest.fixture
+def portal(sandbox):
+    portal = sandbox.portal("p")
+    portal.clear_faults()
+    portal.reset_stats()
+    yield portal
+    portal.clear_faults()
+
+
+def _client(sandbox, **kw) -> HubSpotClient:
+    return HubSpotClient(sandbox.base_url, TOKEN, "p", backoff_factor=0.01, **kw)
+
+
+def test_5xx_and_429_are_retried_until_an_answer(sandbox, portal) -> None:
+    portal.fail_next(2, status=503)
+    portal.add_fault("status", status=429, count=1)
+    client = _client(sandbox)
+    assert client.get(PIPELINES)["results"]
+    assert portal.stats()["requests_total"] == 4
+    assert client.pacer.requests_sent == 4  # every attempt went through the pacer
+    assert client.pacer.throttled_responses == 1
+
+
+def test_retry_after_is_waited_for(sandbox, portal) -> None:
+    # The sandbox's 429 storm puts Retry-After: 1 on every other 429 (the first included).
+    portal.add_fault("status", status=429, count=1)
+    started = time.monotonic()
+    assert _client(sandbox).get(PIPELINES)["results"]
+    assert time.monotonic() - started >= 1.0
+
+
+def test_retry_after_never_waits_longer_than_the_maximum(sandbox, portal) -> None:
+    portal.add_fault("status", status=429, count=1)
+    started = time.monotonic()
+    assert _client(sandbox, max_retry_delay=0.05).get(PIPELINES)["results"]
+    assert time.monotonic() - started < 1.0
+
+
+def test_gives_up_after_max_attempts_naming_status_and_tenant(sandbox, portal) -> None:
+    portal.add_fault("status", status=502, body="html")
+    with pytest.raises(HubSpotError) as failed:
+        _client(sandbox, max_attempts=3).get(PIPELINES)
+    assert str(failed.value) == (
+        f"tenant p: GET {PIPELINES} still failing with 502 after 3 attempts")
+    assert portal.stats()["requests_total"] == 3
+
+
+@pytest.mark.parametrize("kind", ["truncate", "truncate_json"])
+def test_a_body_cut_short_is_fetched_again(sandbox, portal, kind: str) -> None:
+    portal.add_fault(kind, count=1, path=DEALS)
+    page = _client(sandbox).get(DEALS, [("limit", "20")])
+    assert len(page["results"]) == 20
+    assert portal.stats()["requests_total"] == 2
+
+
+def test_a_bad_token_fails_at_once_without_the_token(sandbox, portal) -> None:
+    client = HubSpotClient(sandbox.base_url, "tok-wrong-9876543210", "p")
+    with pytest.raises(HubSpotError) as failed:
+        client.get(PIPELINES)
+    message = str(failed.value)
+    assert message.startswith("tenant p: HubSpot refused the access token (401")
+    assert "tok-wrong" not in message and TOKEN not in message
+    assert client.pacer.requests_sent == 1
+
+
+def test_a_4xx_answer_is_reported_with_hubspots_message(sandbox, portal) -> None:
+    with pytest.raises(HubSpotError) as failed:
+        _client(sandbox).get(DEALS, [("limit", "0")])
+    assert str(failed.value).startswith(f"tenant p: GET {DEALS} answered 400: ")
+    assert "limit" in str(failed.value)
+    assert portal.stats()["requests_total"] == 1
+
+
+def test_an_unreachable_server_fails_after_retries_with_the_error_type() -> None:
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = HubSpotClient(f"http://127.0.0.1:{port}", TOKEN, "p", max_attempts=2,
+                           backoff_factor=0.01)
+    with pytest.raises(HubSpotError) as failed:
+        client.get(PIPELINES)
+    assert str(failed.value) == (
+        f"tenant p: GET {PIPELINES} failed after retries: NewConnectionError")
+    assert client.pacer.requests_sent == 2
+
+
+def test_threads_share_one_client(sandbox, portal) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = _client(sandbox)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        sizes = list(pool.map(
+            lambda n: len(client.get(DEALS, [("limit", str(n))])["results"]), range(5, 13)))
+    assert sizes == list(range(5, 13))
+    assert portal.stats()["requests_total"] == 8
