@@ -395,8 +395,10 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
                     "the scan's load to wait for the table", timeout=90)
                 dead_scan = query(db_conn, "select scan_id from loader.scan_jobs "
                                            "where organization_id = %s", (tenant,))[0][0]
-                # The other tables' jobs are not held back: let the pipelines' land first.
-                _wait_for(lambda: _completed_jobs(loader_home, tenant, "pipelines__stages"),
+                # The other tables' jobs are not held back: let the pipelines' land first (both
+                # tables: dlt loads a root table's and its child table's jobs side by side).
+                _wait_for(lambda: _completed_jobs(loader_home, tenant, "pipelines.")
+                          and _completed_jobs(loader_home, tenant, "pipelines__stages."),
                           "the pipelines' load jobs to complete", timeout=60)
             finally:
                 os.kill(proc.pid, signal.SIGKILL)
