@@ -1,0 +1,98 @@
+"""An incremental ``transform`` leaves the views alone when nothing their definitions depend on
+changed since the last full build, and re-creates them all when something did: a source table
+appearing, a view gone, ``--full-refresh``. The marts build either way."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from tests.dbt import raw_data
+from tests.dbt.conftest import connect, fetch, run_loader_cli
+
+T0 = datetime(2025, 5, 1, 9, tzinfo=UTC)
+
+VIEW_OIDS = ("select n.nspname || '.' || c.relname, c.oid::bigint from pg_class as c "
+             "join pg_namespace as n on n.oid = c.relnamespace "
+             "where c.relkind = 'v' and n.nspname in ('staging', 'intermediate', 'analytics') "
+             "order by 1")
+
+
+#: Views on the table marts (deal_stages, deal_pipelines), which every build rebuilds: they are
+#: re-created with them (a replaced table takes its dependent views with it).
+ON_TABLE_MARTS = {"analytics.deals_by_stage", "analytics.closed_deals_by_month",
+                  "analytics.pipeline_stage_summary"}
+
+
+def _views(url: str) -> dict[str, int]:
+    """The views' OIDs (a re-created view gets a new one), but for :data:`ON_TABLE_MARTS`."""
+    return {name: oid for name, oid in fetch(url, VIEW_OIDS)  # type: ignore[misc]
+            if name not in ON_TABLE_MARTS}
+
+
+def _all_views(url: str) -> set[str]:
+    return {name for name, _ in fetch(url, VIEW_OIDS)}  # type: ignore[misc]
+
+
+def _transform_until_views_are_current(url: str, *extra: str) -> dict[str, int]:
+    """Build until a build leaves the views as they were (the first builds of a database
+    re-create them: the on-run-start hook creates the scan-job archive, a source of theirs)."""
+    before = _views(url)
+    for _ in range(3):
+        run_loader_cli(url, "transform", *extra)
+        after = _views(url)
+        if after == before and after:
+            return after
+        before = after
+    raise AssertionError("the views were re-created on every build")
+
+
+def test_views_are_rebuilt_only_when_what_they_are_compiled_from_changed(
+    scratch_databases,  # type: ignore[no-untyped-def]
+) -> None:
+    url = scratch_databases("views")
+    conn = connect(url, autocommit=False)
+    raw_data.create_raw_tables(conn)
+    raw_data.add_scan_job(conn, "job-1", "acme")
+    raw_data.add_pipelines(conn, "job-1", "acme", T0)
+    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
+    conn.close()
+    views = _transform_until_views_are_current(url)
+    assert len(views) >= 12 and ON_TABLE_MARTS <= _all_views(url)
+
+    # New raw rows, same sources: the views stay, the marts take the rows.
+    conn = connect(url, autocommit=False)
+    raw_data.add_scan_job(conn, "job-2", "acme")
+    raw_data.add_deal(conn, "job-2", "acme", "2", T0 + timedelta(hours=1),
+                      T0 + timedelta(hours=1))
+    conn.close()
+    run_loader_cli(url, "transform")
+    assert _views(url) == views
+    assert fetch(url, "select id from analytics.deals where _tenant_id = 'acme' "
+                      "order by id") == [("1",), ("2",)]
+
+    # A source the views read appears (the old stage-history child table): all re-created, and
+    # the staging view now reads the table instead of its empty placeholder.
+    with connect(url).cursor() as cur:
+        cur.execute("create table raw_hubspot.deals__stage_history "
+                    "(like raw_hubspot.deals_stage_history including all)")
+    run_loader_cli(url, "transform")
+    rebuilt = _views(url)
+    assert set(rebuilt) == set(views)
+    assert all(rebuilt[name] != views[name] for name in views)
+    definition = fetch(url, "select pg_get_viewdef('staging.stg_hubspot__deal_stage_history')")
+    assert "deals__stage_history" in definition[0][0]
+
+    # A view gone (dropped by hand): the next build re-creates every view.
+    views = _transform_until_views_are_current(url)
+    with connect(url).cursor() as cur:
+        cur.execute("drop view analytics.scan_progress")
+    run_loader_cli(url, "transform")
+    again = _views(url)
+    assert set(again) == set(views)
+    assert all(again[name] != views[name] for name in views)
+
+    # --full-refresh re-creates them whatever the state.
+    views = _transform_until_views_are_current(url)
+    run_loader_cli(url, "transform", "--full-refresh")
+    refreshed = _views(url)
+    assert all(refreshed[name] != views[name] for name in views)
