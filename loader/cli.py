@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
 def _non_negative_int(text: str) -> int:
     value = _positive_int(text) if text != "0" else 0
     return value
@@ -61,6 +71,40 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result as JSON")
     run.add_argument("--progress", choices=("auto", "always", "never"), default="auto",
                      help="progress bar on stderr (default: when stderr is a terminal)")
+
+    submit = sub.add_parser("submit", help="queue scans for a worker (python -m loader worker)")
+    who = submit.add_mutually_exclusive_group(required=True)
+    who.add_argument("--tenant", help="tenant id (the worker resolves its token)")
+    who.add_argument("--all", action="store_true", help="every tenant in the tenants file")
+    submit.add_argument("--full-refresh", action="store_true",
+                        help="re-read every deal via the list endpoint, not only changes")
+    submit.add_argument("--batch-size", type=_positive_int, default=settings.DEFAULT_BATCH_SIZE,
+                        help="records per progress update / cancellation check (default 50)")
+    submit.add_argument("--lookback-seconds", type=_non_negative_int,
+                        default=settings.DEFAULT_LOOKBACK_SECONDS,
+                        help="incremental re-read window for search-index lag (default 300)")
+    submit.add_argument("--no-stage-history", action="store_true",
+                        help="skip dealstage history (halves list requests)")
+    submit.add_argument("--wait", action="store_true",
+                        help="wait until the scans have ended; exit 1 unless all completed")
+    submit.add_argument("--timeout", type=_positive_float, default=None,
+                        help="with --wait: give up waiting after this many seconds")
+    submit.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    worker = sub.add_parser("worker", help="run queued scans and dbt builds, until stopped")
+    worker.add_argument("--concurrency", type=_positive_int, default=2,
+                        help="scans at once, each in its own process (default 2)")
+    worker.add_argument("--every", type=_positive_float, default=None, metavar="SECONDS",
+                        help="queue an incremental scan of every tenant of the tenants file "
+                             "this often")
+    worker.add_argument("--no-transform", action="store_true",
+                        help="do not run dbt build after scans")
+    worker.add_argument("--once", action="store_true",
+                        help="run what is queued (and one --every round), build, then exit")
+    worker.add_argument("--poll", type=_positive_float, default=5.0,
+                        help="seconds between looks at the queue without a notification "
+                             "(default 5)")
+    worker.add_argument("--json", action="store_true", help="one JSON object per event")
 
     status = sub.add_parser("status", help="show one scan job")
     status.add_argument("scan_id", help="external scan id (or the job's internal id)")
@@ -149,6 +193,8 @@ def _guarded(entry: Any, argv: list[str]) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     handler = {
         "run": _cmd_run,
+        "submit": _cmd_submit,
+        "worker": _cmd_worker,
         "status": _cmd_status,
         "scans": _cmd_scans,
         "cancel": _cmd_cancel,
@@ -165,14 +211,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from . import runner, transform
     from .report import print_scan_results
 
-    if args.all:
-        from .tenants import load_tenants
-
-        tenant_ids = list(load_tenants())
-        if not tenant_ids:
-            raise UsageError(f"--all: no tenants in {settings.tenants_file()}")
-    else:
-        tenant_ids = [validate_tenant_id(args.tenant)]
+    tenant_ids = _tenant_ids(args)
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     options = [
         runner.ScanOptions(
@@ -187,19 +226,74 @@ def _cmd_run(args: argparse.Namespace) -> int:
     ]
     results = runner.run_many(options, concurrency=args.concurrency)
     print_scan_results(results, as_json=args.json)
-    ok = all(r.status == "completed" for r in results)
     if any(r.status == "completed" for r in results) and not args.no_transform:
         transform.build(quiet=args.json)
-    if not ok:
-        bad = [r for r in results if r.status != "completed"]
-        for r in bad:
-            if not r.scan_id:  # refused or skipped before a job existed; the message names it
-                print(f"error: {r.error_message}", file=sys.stderr)
-                continue
-            print(f"error: scan {r.scan_id} for tenant {r.tenant_id} {r.status}: "
-                  f"{r.error_message or ''}".rstrip(": "), file=sys.stderr)
-        return 1
-    return 0
+    return _report_failures(results)
+
+
+def _report_failures(results: list[Any]) -> int:
+    """One ``error:`` line per scan that did not complete; the exit code (1 if any)."""
+    bad = [r for r in results if r.status != "completed"]
+    for r in bad:
+        if not r.scan_id:  # refused or skipped before a job existed; the message names it
+            print(f"error: {r.error_message}", file=sys.stderr)
+            continue
+        print(f"error: scan {r.scan_id} for tenant {r.tenant_id} {r.status}: "
+              f"{r.error_message or ''}".rstrip(": "), file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _tenant_ids(args: argparse.Namespace) -> list[str]:
+    """The tenants ``--tenant`` or ``--all`` names (validated)."""
+    if args.all:
+        from .tenants import load_tenants
+
+        tenant_ids = list(load_tenants())
+        if not tenant_ids:
+            raise UsageError(f"--all: no tenants in {settings.tenants_file()}")
+        return tenant_ids
+    return [validate_tenant_id(args.tenant)]
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from . import db, scan_jobs, worker
+    from .report import print_scan_results, scan_results_from_jobs
+
+    tenant_ids = _tenant_ids(args)
+    options = worker.scan_options(full_refresh=args.full_refresh,
+                                  lookback_seconds=args.lookback_seconds,
+                                  stage_history=not args.no_stage_history)
+    conn = db.connect(autocommit=True)
+    try:
+        scan_jobs.ensure_schema(conn)
+        queued = [scan_jobs.enqueue(conn, t, options, args.batch_size) for t in tenant_ids]
+        if not worker.any_worker_running(conn):
+            print("warning: no worker is running on this database; the scans stay queued until "
+                  "one starts: python -m loader worker", file=sys.stderr)
+        if not args.wait:
+            if args.json:
+                print(dumps([{"tenant_id": q.job.tenant_id, "scan_id": q.job.scan_id,
+                              "job_id": q.job.id, "queued": q.added} for q in queued]))
+            else:
+                for q in queued:
+                    note = "queued" if q.added else "already queued"
+                    print(f"{note}: scan {q.job.scan_id} for tenant {q.job.tenant_id}")
+            return 0
+        jobs = worker.wait_for_jobs(conn, [q.job.id for q in queued], timeout=args.timeout)
+    finally:
+        conn.close()
+    results = scan_results_from_jobs(jobs)
+    print_scan_results(results, as_json=args.json)
+    return _report_failures(results)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import Worker, WorkerOptions
+
+    options = WorkerOptions(concurrency=args.concurrency, every=args.every,
+                            transform=not args.no_transform, once=args.once, poll=args.poll,
+                            json=args.json)
+    return Worker(options).run()
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -155,8 +155,35 @@ def print_scan_results(results: Sequence[Any], *, as_json: bool) -> None:
         table.add_row(escape(r.tenant_id), escape(r.scan_id or "-"), r.mode,
                       f"[{style}]{r.status}[/]", f"{r.processed_items:,}",
                       f"{r.failed_items:,}", f"{r.total_items:,}", r.success_rate or "",
-                      f"{r.requests:,}", f"{r.seconds:.1f}")
+                      "-" if r.requests is None else f"{r.requests:,}", f"{r.seconds:.1f}")
     _console().print(table)
+
+
+def scan_results_from_jobs(jobs: Sequence[dict[str, Any]]) -> list[Any]:
+    """Scan results as ``run`` prints them, read from finished job records (``submit --wait``;
+    the records do not keep how many requests a scan made: ``requests`` is None)."""
+    from .runner import ScanResult
+
+    results = []
+    for job in jobs:
+        started, completed = job.get("started_at"), job.get("completed_at")
+        seconds = (completed - started).total_seconds() if started and completed else 0.0
+        scan_type = str(job.get("scan_type") or "")
+        results.append(ScanResult(
+            tenant_id=job.get("organization_id") or "",
+            scan_id=job["scan_id"],
+            job_id=job["id"],
+            status=job["status"],
+            mode=scan_type.removeprefix("deals_") if scan_type != "deals_queued" else "n/a",
+            processed_items=job["processed_items"],
+            failed_items=job["failed_items"],
+            total_items=job["total_items"],
+            requests=None,  # type: ignore[arg-type]
+            seconds=round(seconds, 3),
+            error_message=job.get("error_message"),
+            success_rate=job.get("success_rate"),
+        ))
+    return results
 
 
 def _full_width(column: str, scan_ids: Sequence[str]) -> dict[str, Any]:
@@ -214,9 +241,12 @@ def print_jobs(jobs: Sequence[dict[str, Any]], *, as_json: bool, single: bool = 
 
 
 def _stale_note(job: dict[str, Any]) -> str:
-    """For an active job no loader holds the lock of: it was left by a loader that died."""
+    """For an active job no loader holds the lock of: it was left by a loader that died; for a
+    queued one: it waits for a worker."""
     if job.get("loader_alive") is False:
         return " [red](no loader: interrupted)[/]"
+    if job.get("status") == "pending" and job.get("scan_type") == "deals_queued":
+        return " (queued)"
     return ""
 
 

@@ -57,6 +57,13 @@ def failed_result(options: ScanOptions, message: str) -> ScanResult:
     return ScanResult(options.tenant_id, "", "", "failed", "n/a", 0, 0, 0, 0, 0.0, message)
 
 
+def skipped_result(options: ScanOptions, job_id: str, reason: str, *,
+                   status: str = "skipped") -> ScanResult:
+    """A queued scan a worker did not run: ``skipped`` (it was no longer queued) or ``busy``
+    (another process is scanning the tenant: it stays queued)."""
+    return ScanResult(options.tenant_id, "", job_id, status, "n/a", 0, 0, 0, 0, 0.0, reason)
+
+
 def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResult]:
     """Scan several tenants, ``concurrency`` at a time, each in its own process and pipeline.
 

@@ -26,7 +26,14 @@ from .hubspot import SOURCE_NAME, hubspot_deals
 from .hubspot.helpers import HubSpotClient
 from .hubspot.pacer import RequestPacer
 from .known_stages import stage_lookup
-from .runner import CTRL_C_REASON, RAW_DATASET, ScanOptions, ScanResult, failed_result
+from .runner import (
+    CTRL_C_REASON,
+    RAW_DATASET,
+    ScanOptions,
+    ScanResult,
+    failed_result,
+    skipped_result,
+)
 from .runner import one_line as _one_line
 
 logger = logging.getLogger(__name__)
@@ -121,6 +128,10 @@ class _CtrlCCancels:
               file=sys.stderr, flush=True)
 
 
+class TenantBusy(LoaderError):
+    """Another process holds the tenant's scan lock."""
+
+
 def acquire_tenant_lock(url: str, tenant_id: str) -> psycopg2.extensions.connection:
     """Hold the tenant's scan lock on a dedicated session, or refuse naming the running scan.
 
@@ -135,18 +146,19 @@ def acquire_tenant_lock(url: str, tenant_id: str) -> psycopg2.extensions.connect
             (locked,) = cur.fetchone()
         if locked:
             return conn
-        running = scan_jobs.list_jobs(conn, active=True, tenant_id=tenant_id, limit=1)
+        running = [job for job in scan_jobs.list_jobs(conn, active=True, tenant_id=tenant_id)
+                   if job["scan_type"] != scan_jobs.QUEUED_TYPE][:1]
     except BaseException:
         conn.close()
         raise
     conn.close()
     if running:
         name = running[0]["scan_id"]
-        raise LoaderError(
+        raise TenantBusy(
             f"tenant {tenant_id} already has a running scan {name}; "
             f"wait for it or cancel it with: python -m loader cancel {name}"
         )
-    raise LoaderError(
+    raise TenantBusy(
         f"tenant {tenant_id} already has a scan starting in another process; "
         "see: python -m loader scans --active --tenant " + tenant_id
     )
@@ -168,14 +180,27 @@ DLT_PERFORMANCE_DEFAULTS = {
 }
 
 
+#: Pipelines this process made, per (tenant, database, pipelines folder): a worker's scan process
+#: runs many scans and reuses them (their state is synced with the destination before each scan).
+_PIPELINES: dict[tuple[str, str, str], dlt.Pipeline] = {}
+
+
 def make_pipeline(tenant_id: str, url: str) -> dlt.Pipeline:
     """The tenant's own dlt pipeline (own state, working folder and staging dataset), loading
     into raw_hubspot. Concurrent tenants share no local files and no staging tables."""
     for key, value in DLT_PERFORMANCE_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    pipelines_dir = str(settings.loader_home() / "dlt")
+    key = (tenant_id, url, pipelines_dir)
+    if key not in _PIPELINES:
+        _PIPELINES[key] = _new_pipeline(tenant_id, url, pipelines_dir)
+    return _PIPELINES[key]
+
+
+def _new_pipeline(tenant_id: str, url: str, pipelines_dir: str) -> dlt.Pipeline:
     return dlt.pipeline(
         pipeline_name=f"hubspot_{tenant_id}",
-        pipelines_dir=str(settings.loader_home() / "dlt"),
+        pipelines_dir=pipelines_dir,
         destination=dlt.destinations.postgres(
             credentials=_dlt_credentials(url),
             staging_dataset_name_layout=_staging_layout(tenant_id),
@@ -212,13 +237,15 @@ def _dlt_credentials(url: str) -> Any:
     return credentials
 
 
-def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
+def run_scan(options: ScanOptions, url: str | None = None, *,
+             queued_job_id: str | None = None) -> ScanResult:
     """Run one tenant's scan end to end (without dbt).
 
     Raises :class:`LoaderError` only when no job could be started (no token, the tenant is
-    already being scanned, no database); a scan that started always ends its job ``completed``,
-    ``failed`` or ``cancelled`` and comes back as a result. Ctrl-C ends the job ``cancelled``
-    and is re-raised.
+    already being scanned (:class:`TenantBusy`), no database); a scan that started always ends
+    its job ``completed``, ``failed`` or ``cancelled`` and comes back as a result. Ctrl-C ends
+    the job ``cancelled`` and is re-raised. With ``queued_job_id`` the scan is that queued job
+    (``submit``) rather than a new one; a job no longer queued comes back ``skipped``.
     """
     tenant = tenants.resolve(options.tenant_id)
     token = tenant.access_token()
@@ -260,8 +287,14 @@ def run_scan(options: ScanOptions, url: str | None = None) -> ScanResult:
             "resumed_after": interrupted,
             "finished_pending_loads": pending,
         }
-        job = scan_jobs.create(conn, tenant.id, f"deals_{mode}", config, options.batch_size)
-        status_now = scan_jobs.mark_running(conn, job)
+        if queued_job_id is None:
+            job = scan_jobs.create(conn, tenant.id, f"deals_{mode}", config, options.batch_size)
+            status_now = scan_jobs.mark_running(conn, job)
+        else:
+            claimed = scan_jobs.claim(conn, queued_job_id, f"deals_{mode}", config)
+            if claimed is None:
+                return skipped_result(options, queued_job_id, "not queued any more")
+            job, status_now = claimed
         progress = JobProgress(conn, job, options.batch_size, options.show_progress)
         client = HubSpotClient(options.api_base_url, token, tenant.id, pacer=RequestPacer())
         ctrl_c = _CtrlCCancels(progress, job)
@@ -412,6 +445,9 @@ def _has_completed_full(pipeline: dlt.Pipeline) -> bool:
         pipeline.sync_destination()
     except Exception:  # noqa: BLE001 - first run: nothing to sync yet
         pass
+    else:
+        # pipeline.run() would sync the same state again (it syncs once per pipeline object).
+        pipeline._state_restored = True  # noqa: SLF001 - dlt has no public switch for this
     state = pipeline.state.get("sources", {}).get(SOURCE_NAME, {})
     return bool(state.get("resources", {}).get("deals", {}).get("full_scan_completed"))
 
@@ -450,6 +486,42 @@ def _run_scan_isolated(options: ScanOptions, url: str | None = None) -> ScanResu
         logger.debug("tenant %s: scan crashed", options.tenant_id, exc_info=True)
         return failed_result(options, f"tenant {options.tenant_id}: unexpected "
                                        f"{type(exc).__name__}: {_one_line(exc)}")
+
+
+def run_queued_scan(job_id: str, url: str) -> ScanResult:
+    """Run the queued scan ``job_id`` (``submit``) with the options it was queued with.
+
+    A job no longer queued (started elsewhere, cancelled) comes back ``skipped``; a tenant another
+    process is scanning, ``busy`` (the job stays queued). If the scan cannot start (no token, say),
+    the queued job ends ``failed`` with the reason, as a scan that started would.
+    """
+    conn = db.connect(url)
+    try:
+        row = scan_jobs.get(conn, job_id)
+        config = row["config"] or {}
+        options = ScanOptions(
+            tenant_id=row["organization_id"],
+            full_refresh=bool(config.get("full_refresh", False)),
+            batch_size=int(row["batch_size"]),
+            lookback_seconds=int(config.get("lookback_seconds",
+                                            settings.DEFAULT_LOOKBACK_SECONDS)),
+            stage_history=bool(config.get("stage_history", True)),
+        )
+        if row["status"] != "pending" or row["scan_type"] != scan_jobs.QUEUED_TYPE:
+            return skipped_result(options, job_id, f"scan {row['scan_id']} is {row['status']}")
+        try:
+            return run_scan(options, url, queued_job_id=job_id)
+        except TenantBusy as exc:
+            return skipped_result(options, job_id, str(exc), status="busy")
+        except Exception as exc:  # noqa: BLE001 - the queued job must not stay queued
+            message = str(exc) if isinstance(exc, LoaderError) else (
+                f"tenant {options.tenant_id}: unexpected {type(exc).__name__}: {_one_line(exc)}")
+            job = scan_jobs.ScanJob(job_id, row["scan_id"], options.tenant_id)
+            scan_jobs.finish(conn, job, "failed", message)
+            return ScanResult(options.tenant_id, row["scan_id"], job_id, "failed", "n/a", 0, 0,
+                              0, 0, 0.0, message)
+    finally:
+        conn.close()
 
 
 def _run_scan_in_worker(options: ScanOptions, url: str, environ: dict[str, str]) -> ScanResult:

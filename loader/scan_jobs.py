@@ -9,6 +9,12 @@ One scan per tenant at a time: a scan holds the tenant's session-level advisory 
 (:func:`lock_key`) while it runs, so a job that is ``running`` while no session holds that lock
 was left behind by a loader that died (``loader_alive`` is false); the tenant's next scan marks
 it failed ("interrupted").
+
+The table is also the queue of ``python -m loader worker``: ``submit`` adds a ``pending`` job of
+type ``deals_queued`` (:func:`enqueue`, at most one per tenant), and the worker's scan claims it
+(:func:`claim`), which makes it ``running`` as ``deals_full`` or ``deals_incremental``. Every
+insert and status change is announced on the channel ``loader_scan_jobs``
+(:data:`NOTIFY_CHANNEL`), which the worker and ``submit --wait`` listen on.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +38,11 @@ OPS_SCHEMA = "loader"
 STATUSES = ("pending", "running", "completed", "failed", "cancelled")
 ACTIVE = ("pending", "running")
 TERMINAL = ("completed", "failed", "cancelled")
+#: ``scan_type`` of a job ``submit`` queued and no worker has started yet.
+QUEUED_TYPE = "deals_queued"
+#: Where inserts and status changes of ``loader.scan_jobs`` are announced (payload: a JSON
+#: object with the job's ``id``, ``scan_id``, ``tenant_id`` and ``status``).
+NOTIFY_CHANNEL = "loader_scan_jobs"
 
 DDL = """
 create schema if not exists loader;
@@ -85,11 +97,28 @@ $$;
 drop trigger if exists scan_jobs_guard on loader.scan_jobs;
 create trigger scan_jobs_guard before update on loader.scan_jobs
     for each row execute function loader.scan_jobs_guard();
+
+-- The worker's queue: at most one queued (not yet started) scan per tenant.
+create unique index if not exists idx_ops_scan_queued_per_org on loader.scan_jobs (organization_id)
+    where status = 'pending' and scan_type = 'deals_queued';
+
+create or replace function loader.scan_jobs_notify() returns trigger language plpgsql as $$
+begin
+    perform pg_notify('loader_scan_jobs', json_build_object(
+        'id', new.id, 'scan_id', new.scan_id, 'tenant_id', new.organization_id,
+        'status', new.status)::text);
+    return null;
+end;
+$$;
+
+drop trigger if exists scan_jobs_notify on loader.scan_jobs;
+create trigger scan_jobs_notify after insert or update of status on loader.scan_jobs
+    for each row execute function loader.scan_jobs_notify();
 """
 
 #: Bumped whenever ``DDL`` changes; ``ensure_schema`` re-applies the DDL when the table's comment
 #: does not carry the current marker, and does nothing (no locks, no DDL) when it does.
-SCHEMA_MARKER = "hubspot-loader live scan jobs, schema v2"
+SCHEMA_MARKER = "hubspot-loader live scan jobs, schema v3"
 
 COLUMNS = (
     "id, scan_id, status, scan_type, config, organization_id, error_message, started_at, "
@@ -97,9 +126,11 @@ COLUMNS = (
     "created_at, updated_at"
 )
 
-#: Whether a loader still holds the scan's tenant lock (only meaningful for active jobs).
+#: Whether a loader still holds the scan's tenant lock (only meaningful for active jobs; null for a
+#: queued job, which no loader has started yet).
 _ALIVE = (
-    "case when status in ('pending', 'running') then exists ("
+    "case when status = 'running' or (status = 'pending' and scan_type <> 'deals_queued') "
+    "then exists ("
     "select 1 from pg_locks where locktype = 'advisory' and objsubid = 1 and granted "
     "and ((classid::int8 << 32) | objid::int8) = "
     "hashtextextended('hubspot-loader:scan:' || organization_id, 0)) end as loader_alive"
@@ -235,6 +266,103 @@ def mark_running(conn: psycopg2.extensions.connection, job: ScanJob) -> str:
     return current_status(conn, job)
 
 
+@dataclass
+class Queued:
+    """A queued scan as :func:`enqueue` left it: its identity and the options it was asked for,
+    and whether this call added it (False: the tenant's already queued scan was returned)."""
+
+    job: ScanJob
+    options: dict[str, Any]
+    added: bool
+
+
+def enqueue(
+    conn: psycopg2.extensions.connection,
+    tenant_id: str,
+    options: dict[str, Any],
+    batch_size: int,
+    _attempts: int = 3,
+) -> Queued:
+    """Queue a scan of ``tenant_id`` for a worker (``pending``, type ``deals_queued``), with the
+    scan ``options`` it should run with (stored in ``config``, redacted). A tenant has at most
+    one queued scan: if it has one, that one is returned, made a full refresh if ``options``
+    ask for one. The insert is announced on :data:`NOTIFY_CHANNEL` when it commits."""
+    job = ScanJob(id=str(uuid.uuid4()), scan_id=new_scan_id(tenant_id), tenant_id=tenant_id)
+    config = {**redact(options), "tenant_id": tenant_id, "queued": True}
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "insert into loader.scan_jobs (id, scan_id, status, scan_type, config, "
+            "organization_id, batch_size) values (%s, %s, 'pending', %s, %s, %s, %s) "
+            "on conflict (organization_id) where status = 'pending' and scan_type = %s "
+            "do nothing returning id",
+            (job.id, job.scan_id, QUEUED_TYPE, json.dumps(config, default=str), tenant_id,
+             batch_size, QUEUED_TYPE),
+        )
+        if cur.fetchone() is not None:
+            return Queued(job, config, True)
+        cur.execute(
+            "update loader.scan_jobs set config = case when %s then "
+            "jsonb_set(config, '{full_refresh}', 'true') else config end "
+            "where organization_id = %s and status = 'pending' and scan_type = %s "
+            "returning id, scan_id, config",
+            (bool(options.get("full_refresh")), tenant_id, QUEUED_TYPE),
+        )
+        row = cur.fetchone()
+    if row is None and _attempts > 1:  # started or cancelled in between: queue a new one
+        return enqueue(conn, tenant_id, options, batch_size, _attempts - 1)
+    if row is None:
+        raise LoaderError(f"tenant {tenant_id}: could not queue a scan (its queued scans keep "
+                          "starting as they are queued); try again")
+    return Queued(ScanJob(id=row[0], scan_id=row[1], tenant_id=tenant_id), row[2], False)
+
+
+def queued(
+    conn: psycopg2.extensions.connection, *, exclude_tenants: Sequence[str] = (), limit: int = 100
+) -> list[dict[str, Any]]:
+    """Queued scans, oldest first (``id``, ``scan_id``, ``organization_id``, ``config``), leaving
+    out ``exclude_tenants``."""
+    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(
+            "select id, scan_id, organization_id, config, batch_size from loader.scan_jobs "
+            "where status = 'pending' and scan_type = %s "
+            "and not (organization_id = any(%s)) order by created_at limit %s",
+            (QUEUED_TYPE, list(exclude_tenants), limit),
+        )
+        return [dict(r) for r in cur.fetchall()]
+
+
+def claim(
+    conn: psycopg2.extensions.connection,
+    job_id: str,
+    scan_type: str,
+    config: dict[str, Any],
+) -> tuple[ScanJob, str] | None:
+    """Start a queued scan (call holding its tenant's lock): ``pending`` -> ``running`` as
+    ``scan_type``, ``config`` merged into what ``submit`` stored (redacted). Returns the job and
+    its status, ``cancelled`` if it was cancelled while queued; None if it is not queued (any
+    more)."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.scan_jobs set status = 'running', started_at = now(), scan_type = %s, "
+            "config = config || %s::jsonb "
+            "where id = %s and status = 'pending' and scan_type = %s "
+            "returning scan_id, organization_id",
+            (scan_type, json.dumps(redact(config), default=str), job_id, QUEUED_TYPE),
+        )
+        row = cur.fetchone()
+        if row is None:
+            cur.execute(
+                "select scan_id, organization_id, status from loader.scan_jobs "
+                "where id = %s and status = 'cancelled' and scan_type = %s",
+                (job_id, QUEUED_TYPE),
+            )
+            cancelled = cur.fetchone()
+            if cancelled is None:
+                return None
+            return ScanJob(job_id, cancelled[0], cancelled[1]), "cancelled"
+    return ScanJob(job_id, row[0], row[1]), "running"
+
+
 def set_total(conn: psycopg2.extensions.connection, job: ScanJob, total: int) -> None:
     """Record how many items the scan expects, as soon as HubSpot tells."""
     with conn, conn.cursor() as cur:
@@ -347,13 +475,15 @@ def cancel(conn: psycopg2.extensions.connection, scan_id: str) -> CancelOutcome:
 
 
 def fail_interrupted(conn: psycopg2.extensions.connection, tenant_id: str) -> list[str]:
-    """Mark the tenant's active jobs failed ("interrupted"); call only holding its scan lock."""
+    """Mark the tenant's started jobs failed ("interrupted"); call only holding its scan lock.
+    A queued job (``deals_queued``) is no loader's yet: it stays queued."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "update loader.scan_jobs set status = 'failed', completed_at = now(), "
             "error_message = 'interrupted: the loader process stopped before the scan finished' "
-            "where organization_id = %s and status in ('pending', 'running') returning scan_id",
-            (tenant_id,),
+            "where organization_id = %s and (status = 'running' or "
+            "(status = 'pending' and scan_type <> %s)) returning scan_id",
+            (tenant_id, QUEUED_TYPE),
         )
         return [r[0] for r in cur.fetchall()]
 
