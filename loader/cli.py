@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     transform.add_argument("--full-refresh", action="store_true",
                            help="rebuild incremental models from scratch")
     transform.add_argument("--select", nargs="+", help="dbt node selection")
+    transform.add_argument("--on-worker", action="store_true",
+                           help="have a running worker build (its dbt project is parsed "
+                                "already) and wait for it")
+    transform.add_argument("--timeout", type=_positive_float, default=None,
+                           help="with --on-worker: give up waiting after this many seconds")
+    transform.add_argument("--json", action="store_true",
+                           help="with --on-worker: print the build's record as JSON")
 
     dbt = sub.add_parser("dbt", help="run any dbt command with the loader's connection",
                          add_help=False)
@@ -346,7 +353,35 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 def _cmd_transform(args: argparse.Namespace) -> int:
     from . import transform
 
-    transform.build(full_refresh=args.full_refresh, select=args.select)
+    if not args.on_worker:
+        if args.timeout is not None or args.json:
+            raise UsageError("transform: --timeout and --json go with --on-worker")
+        transform.build(full_refresh=args.full_refresh, select=args.select)
+        return 0
+    if args.select:
+        raise UsageError("transform: --select cannot be used with --on-worker")
+    from . import db, scan_jobs, worker
+
+    conn = db.connect(autocommit=True)
+    try:
+        scan_jobs.ensure_schema(conn)
+        if not worker.any_worker_running(conn, worker.BUILDER_LOCK):
+            raise LoaderError("no worker that runs dbt builds is running on this database; "
+                              "start one (python -m loader worker) or run transform without "
+                              "--on-worker")
+        build_id = transform.request_build(conn, full_refresh=args.full_refresh)
+        build = worker.wait_for_build(conn, build_id, timeout=args.timeout)
+    finally:
+        conn.close()
+    if args.json:
+        print(dumps(build))
+    elif build["status"] == "completed":
+        kind = "full refresh" if build["full_refresh"] else "incremental"
+        print(f"dbt build {build_id} ({kind}) on the worker: completed in "
+              f"{float(build['seconds']):.1f} s, {build['nodes']} nodes")
+    if build["status"] != "completed":
+        raise LoaderError(f"dbt build {build_id} on the worker failed: "
+                          f"{build['error_message'] or 'see the worker output'}")
     return 0
 
 

@@ -14,6 +14,17 @@ from . import db, settings
 from .errors import LoaderError
 
 RAW_DATASET = "raw_hubspot"
+#: What a fork server imports for the scan processes it forks (``run --all``, the worker): the
+#: loader with dlt, and what dlt imports only on a scan's first load, so that no scan process
+#: imports them again.
+FORKSERVER_PRELOAD = (
+    "loader.scan",
+    "dlt.destinations.impl.postgres.postgres",
+    "dlt.destinations.impl.postgres.sql_client",
+    "pyarrow.compute",
+    "pyarrow.csv",
+    "pyarrow.parquet",
+)
 #: ``error_message`` of a scan stopped by Ctrl-C in its own terminal.
 CTRL_C_REASON = "Cancelled by user (Ctrl-C)"
 
@@ -97,10 +108,10 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
     # single-threaded state, unlike a plain fork of this process (threads, open connections).
     # It starts now, so that its imports overlap with what this process does meanwhile.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["loader.scan"])
+    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
     forkserver.ensure_running()
     results: list[ScanResult] = []
-    if not _raw_tables_exist(url):
+    if not raw_tables_exist(url):
         results.append(_run_isolated(options[0], url))
         quiet = quiet[1:]
     board = None
@@ -126,7 +137,8 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
     return results
 
 
-def _raw_tables_exist(url: str) -> bool:
+def raw_tables_exist(url: str) -> bool:
+    """Whether ``raw_hubspot.deals`` exists (a first scan creates the raw tables)."""
     conn = db.connect(url)
     try:
         with conn, conn.cursor() as cur:

@@ -114,6 +114,39 @@ $$;
 drop trigger if exists scan_jobs_notify on loader.scan_jobs;
 create trigger scan_jobs_notify after insert or update of status on loader.scan_jobs
     for each row execute function loader.scan_jobs_notify();
+
+-- Every dbt build the loader runs (transform, run, the worker), and builds requested from a
+-- worker (transform --on-worker): pending until a worker takes them.
+create table if not exists loader.dbt_builds (
+    id varchar(50) primary key,
+    status varchar(20) not null
+        constraint check_valid_build_status
+        check (status in ('pending', 'running', 'completed', 'failed')),
+    full_refresh boolean not null default false,
+    requested_by varchar(20) not null,
+    requested_at timestamptz not null default now(),
+    started_at timestamptz,
+    completed_at timestamptz,
+    nodes integer,
+    views_skipped boolean,
+    seconds numeric(12, 3),
+    error_message text
+);
+
+create index if not exists idx_ops_build_status_requested on loader.dbt_builds
+    (status, requested_at);
+
+create or replace function loader.dbt_builds_notify() returns trigger language plpgsql as $$
+begin
+    perform pg_notify('loader_dbt_builds', json_build_object(
+        'id', new.id, 'status', new.status)::text);
+    return null;
+end;
+$$;
+
+drop trigger if exists dbt_builds_notify on loader.dbt_builds;
+create trigger dbt_builds_notify after insert or update of status on loader.dbt_builds
+    for each row execute function loader.dbt_builds_notify();
 """
 
 #: Bumped whenever ``DDL`` changes; ``ensure_schema`` re-applies the DDL when the table's comment

@@ -111,9 +111,10 @@ INCREMENTAL_EXCLUDE = ["tag:enforced_by_database", "test_type:unit"]
 
 
 def build(url: str | None = None, *, full_refresh: bool = False, quiet: bool = False,
-          select: list[str] | None = None) -> BuildResult:
+          select: list[str] | None = None, requested_by: str = "transform") -> BuildResult:
     """``dbt build`` in this process (:meth:`Builder.build`); a one-line error if it fails."""
-    result = Builder(url).build(full_refresh=full_refresh, select=select, quiet=quiet)
+    result = Builder(url).build(full_refresh=full_refresh, select=select, quiet=quiet,
+                                requested_by=requested_by)
     if not result.ok:
         raise LoaderError(result.error or "dbt build failed")
     return result
@@ -139,9 +140,14 @@ CURRENT_VIEWS_SELECT = [
 ]
 
 
+#: Held (a session advisory lock) while a build runs: one dbt build at a time per database, from
+#: whichever process (two builds replacing the same relations would fail each other).
+BUILD_LOCK = "hubspot-loader:dbt-build"
+
+
 @dataclass
 class BuildResult:
-    """How one ``dbt build`` went."""
+    """How one ``dbt build`` went (also recorded in ``loader.dbt_builds``)."""
 
     ok: bool
     full_refresh: bool
@@ -153,6 +159,8 @@ class BuildResult:
     error: str | None = None
     #: Node name -> seconds, slowest first (from dbt's results).
     timings: dict[str, float] = field(default_factory=dict)
+    #: Its row in ``loader.dbt_builds``.
+    build_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "timings"}
@@ -199,17 +207,43 @@ class Builder:
         return time.perf_counter() - started
 
     def build(self, *, full_refresh: bool = False, select: list[str] | None = None,
-              quiet: bool = False) -> BuildResult:
+              quiet: bool = False, requested_by: str = "transform",
+              build_id: str | None = None) -> BuildResult:
         """``dbt build`` (``--full-refresh``, or ``--select``), then the quarantine count and the
         vacuum of the marts. An incremental build leaves out :data:`INCREMENTAL_EXCLUDE`, and
-        selects :data:`CURRENT_VIEWS_SELECT` when the views are current."""
+        selects :data:`CURRENT_VIEWS_SELECT` when the views are current. Recorded in
+        ``loader.dbt_builds`` (``build_id``: a requested build's row, claimed by the caller);
+        waits for a build another process is running on the database (:data:`BUILD_LOCK`)."""
         with self._lock:
-            started = time.perf_counter()
+            lock = db.connect(self.url, autocommit=True)
             try:
-                result = self._build(full_refresh=full_refresh, select=select, quiet=quiet)
-            except LoaderError as exc:
-                result = BuildResult(False, full_refresh, 0.0, error=str(exc))
-            result.seconds = round(time.perf_counter() - started, 3)
+                with lock.cursor() as cur:
+                    cur.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))",
+                                (BUILD_LOCK,))
+                    if not cur.fetchone()[0]:
+                        print("dbt: waiting for the build another process is running on this "
+                              "database", file=sys.stderr, flush=True)
+                        cur.execute("select pg_advisory_lock(hashtextextended(%s, 0))",
+                                    (BUILD_LOCK,))
+                from . import scan_jobs
+
+                scan_jobs.ensure_schema(lock)  # loader.dbt_builds, where the build is recorded
+                build_id = build_id or _record_build_start(lock, full_refresh, requested_by)
+                started = time.perf_counter()
+                try:
+                    result = self._build(full_refresh=full_refresh, select=select, quiet=quiet)
+                except LoaderError as exc:
+                    result = BuildResult(False, full_refresh, 0.0, error=str(exc))
+                except BaseException:
+                    _record_build_end(lock, build_id, BuildResult(
+                        False, full_refresh, time.perf_counter() - started,
+                        error="interrupted"))
+                    raise
+                result.seconds = round(time.perf_counter() - started, 3)
+                result.build_id = build_id
+                _record_build_end(lock, build_id, result)
+            finally:
+                lock.close()
             return result
 
     def _build(self, *, full_refresh: bool, select: list[str] | None,
@@ -326,6 +360,82 @@ class Builder:
                 "updated_at = now()",
                 (fingerprint,),
             )
+
+
+def _record_build_start(conn: Any, full_refresh: bool, requested_by: str) -> str:
+    import uuid
+
+    build_id = str(uuid.uuid4())
+    with conn.cursor() as cur:
+        cur.execute(
+            "insert into loader.dbt_builds (id, status, full_refresh, requested_by, started_at) "
+            "values (%s, 'running', %s, %s, now())",
+            (build_id, full_refresh, requested_by),
+        )
+    return build_id
+
+
+def _record_build_end(conn: Any, build_id: str, result: BuildResult) -> None:
+    with conn.cursor() as cur:
+        cur.execute(
+            "update loader.dbt_builds set status = %s, completed_at = now(), nodes = %s, "
+            "views_skipped = %s, seconds = %s, error_message = %s where id = %s",
+            ("completed" if result.ok else "failed", result.nodes, result.views_skipped,
+             round(result.seconds, 3), result.error, build_id),
+        )
+
+
+#: Where ``loader.dbt_builds`` announces new and finished builds.
+BUILDS_CHANNEL = "loader_dbt_builds"
+
+
+def request_build(conn: Any, *, full_refresh: bool = False) -> str:
+    """Queue a build for a worker (``transform --on-worker``); returns its id."""
+    import uuid
+
+    build_id = str(uuid.uuid4())
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "insert into loader.dbt_builds (id, status, full_refresh, requested_by) "
+            "values (%s, 'pending', %s, 'request')",
+            (build_id, full_refresh),
+        )
+    return build_id
+
+
+def pending_builds(conn: Any) -> int:
+    """How many requested builds wait for a worker."""
+    with conn, conn.cursor() as cur:
+        cur.execute("select to_regclass('loader.dbt_builds') is not null")
+        if not cur.fetchone()[0]:
+            return 0
+        cur.execute("select count(*) from loader.dbt_builds where status = 'pending'")
+        return int(cur.fetchone()[0])
+
+
+def claim_build(conn: Any) -> dict[str, Any] | None:
+    """Take the oldest requested build (``pending`` -> ``running``); None if there is none."""
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "update loader.dbt_builds set status = 'running', started_at = now() where id = ("
+            "select id from loader.dbt_builds where status = 'pending' "
+            "order by requested_at limit 1 for update skip locked) "
+            "returning id, full_refresh",
+        )
+        row = cur.fetchone()
+    return None if row is None else {"id": row[0], "full_refresh": bool(row[1])}
+
+
+def get_build(conn: Any, build_id: str) -> dict[str, Any]:
+    """One ``loader.dbt_builds`` row as a dict."""
+    import psycopg2.extras
+
+    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("select * from loader.dbt_builds where id = %s", (build_id,))
+        row = cur.fetchone()
+    if row is None:
+        raise LoaderError(f"no dbt build with id {build_id!r}")
+    return dict(row)
 
 
 def project_fingerprint() -> str:

@@ -31,36 +31,28 @@ from typing import Any, TextIO
 
 from . import db, scan_jobs, settings
 from .errors import LoaderError
-from .runner import ScanResult, one_line
+from .runner import FORKSERVER_PRELOAD, ScanResult, one_line, raw_tables_exist
 
 logger = logging.getLogger(__name__)
 
 #: The advisory lock every worker holds (shared) while it runs: ``submit`` tells by it whether
 #: any worker is there to take its scans.
 WORKER_LOCK = "hubspot-loader:worker"
+#: Held (shared) by the workers that run dbt builds (not ``--no-transform``): ``transform
+#: --on-worker`` needs one.
+BUILDER_LOCK = "hubspot-loader:worker:transform"
 
 #: A tenant another process was scanning is tried again after this many seconds.
 BUSY_RETRY_SECONDS = 5.0
 
-#: Modules the scan processes import before their first scan (the fork server imports them once;
-#: each scan process would otherwise import them on its first scan).
-PRELOAD = (
-    "loader.scan",
-    "dlt.destinations.impl.postgres.postgres",
-    "dlt.destinations.impl.postgres.sql_client",
-    "pyarrow.compute",
-    "pyarrow.csv",
-    "pyarrow.parquet",
-)
-
-
-def any_worker_running(conn: Any) -> bool:
-    """Whether some ``python -m loader worker`` holds :data:`WORKER_LOCK` on this database."""
+def any_worker_running(conn: Any, lock: str = WORKER_LOCK) -> bool:
+    """Whether some ``python -m loader worker`` holds ``lock`` (:data:`WORKER_LOCK`, or
+    :data:`BUILDER_LOCK` for one that builds) on this database."""
     with conn, conn.cursor() as cur:
         cur.execute(
             "select exists (select from pg_locks where locktype = 'advisory' and objsubid = 1 "
             "and granted and ((classid::int8 << 32) | objid::int8) = hashtextextended(%s, 0))",
-            (WORKER_LOCK,),
+            (lock,),
         )
         return bool(cur.fetchone()[0])
 
@@ -93,6 +85,7 @@ class Worker:
         self._running: dict[Future[ScanResult], dict[str, Any]] = {}
         self._busy_until: dict[str, float] = {}
         self._reported_busy: set[str] = set()
+        self._raw_tables_seen = False
         self._build_due = False
         self._next_round = time.monotonic()
         self._builder: Any = None
@@ -113,10 +106,13 @@ class Worker:
         """Run until stopped (SIGINT/SIGTERM) or, with ``once``, until the queue is empty."""
         conn = db.connect(self.url, autocommit=True)
         scan_jobs.ensure_schema(conn)
+        from .transform import BUILDS_CHANNEL
+
         with conn.cursor() as cur:
-            cur.execute("select pg_advisory_lock_shared(hashtextextended(%s, 0))",
-                        (WORKER_LOCK,))
+            for lock in (WORKER_LOCK, *((BUILDER_LOCK,) if self.options.transform else ())):
+                cur.execute("select pg_advisory_lock_shared(hashtextextended(%s, 0))", (lock,))
             cur.execute(f"listen {scan_jobs.NOTIFY_CHANNEL}")
+            cur.execute(f"listen {BUILDS_CHANNEL}")
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         pool = self._start_pool()
@@ -127,8 +123,8 @@ class Worker:
                 if self.stopping == 0:
                     self._queue_round(conn)
                     self._dispatch(conn, pool)
-                if not self._running and self._build_due and self.stopping < 2:
-                    self._build()
+                if not self._running and self.options.transform and self.stopping < 2:
+                    self._run_builds(conn)
                 if not self._running and (self.stopping or (
                         self.options.once and not self._has_work(conn))):
                     break
@@ -159,7 +155,7 @@ class Worker:
         from multiprocessing import forkserver
 
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(PRELOAD))
+        context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         forkserver.ensure_running()
         return ProcessPoolExecutor(max_workers=self.options.concurrency, mp_context=context,
                                    initializer=_ignore_sigint)
@@ -178,7 +174,10 @@ class Worker:
                   queued=queued, pid=os.getpid())
 
     def _has_work(self, conn: Any) -> bool:
-        return bool(self._running or self._build_due or scan_jobs.queued(conn, limit=1))
+        from .transform import pending_builds
+
+        return bool(self._running or self._build_due or scan_jobs.queued(conn, limit=1)
+                    or (self.options.transform and pending_builds(conn)))
 
     def _queue_round(self, conn: Any) -> None:
         """With ``every``: queue an incremental scan of every tenant when a round is due."""
@@ -200,6 +199,12 @@ class Worker:
 
     def _dispatch(self, conn: Any, pool: ProcessPoolExecutor) -> None:
         free = self.options.concurrency - len(self._running)
+        if not self._raw_tables_seen:
+            # As run --all: while the raw tables do not exist, one scan at a time, so that
+            # concurrent pipelines never race to create them.
+            self._raw_tables_seen = raw_tables_exist(self.url)
+            if not self._raw_tables_seen:
+                free = min(free, 1 - len(self._running))
         if free <= 0:
             return
         now = time.monotonic()
@@ -247,14 +252,34 @@ class Worker:
                 scan_jobs.cancel(conn, job["scan_id"])
                 job["cancel_sent"] = True
 
-    def _build(self) -> None:
-        self._build_due = False
-        result = self._builder.build(quiet=True)
+    def _run_builds(self, conn: Any) -> None:
+        """The builds requested from this worker (``transform --on-worker``), then one after
+        the scans that completed since the last build, if no requested build came after them."""
+        from .transform import claim_build
+
+        while self.stopping < 2:
+            request = claim_build(conn)
+            if request is None:
+                break
+            self._build(full_refresh=request["full_refresh"], requested_by="request",
+                        build_id=request["id"])
+        if self._build_due:
+            self._build(requested_by="worker")
+
+    def _build(self, *, full_refresh: bool = False, requested_by: str,
+               build_id: str | None = None) -> None:
+        result = self._builder.build(full_refresh=full_refresh, quiet=True,
+                                     requested_by=requested_by, build_id=build_id)
+        if result.ok:
+            self._build_due = False
+        elif requested_by == "worker":
+            self._build_due = False  # not again until new scans land: the failure is reported
+        kind = "full refresh" if full_refresh else "incremental"
         what = "views left as they were" if result.views_skipped else "views rebuilt"
-        text = (f"dbt build ok in {result.seconds:.1f} s ({result.nodes} nodes, {what})"
-                if result.ok else f"dbt build failed after {result.seconds:.1f} s: "
-                f"{result.error}")
-        self.emit("build", text, **result.as_dict())
+        text = (f"dbt build ({kind}) ok in {result.seconds:.1f} s ({result.nodes} nodes, "
+                f"{what})" if result.ok else
+                f"dbt build ({kind}) failed after {result.seconds:.1f} s: {result.error}")
+        self.emit("build", text, requested_by=requested_by, **result.as_dict())
 
     def _on_notify(self, payload: str) -> None:
         tenant = _tenant_freed(payload)
@@ -359,3 +384,31 @@ def wait_for_jobs(conn: Any, job_ids: list[str], *, timeout: float | None = None
     finally:
         with conn.cursor() as cur:
             cur.execute(f"unlisten {scan_jobs.NOTIFY_CHANNEL}")
+
+
+def wait_for_build(conn: Any, build_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+    """Wait until the requested build ``build_id`` has ended; returns its row. Raises
+    :class:`LoaderError` after ``timeout``, or if no building worker is left to run it."""
+    from .transform import BUILDS_CHANNEL, get_build
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with conn.cursor() as cur:
+        cur.execute(f"listen {BUILDS_CHANNEL}")
+    try:
+        while True:
+            build = get_build(conn, build_id)
+            if build["status"] in ("completed", "failed"):
+                return build
+            if not any_worker_running(conn, BUILDER_LOCK):
+                raise LoaderError(f"no worker that runs dbt builds is left to run build "
+                                  f"{build_id}; it stays queued for the next one")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise LoaderError(f"timed out after {timeout:g} s waiting for dbt build "
+                                  f"{build_id}; it goes on (see loader.dbt_builds)")
+            select.select([conn], [], [], 1.0 if left is None else min(1.0, left))
+            conn.poll()
+            conn.notifies.clear()
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"unlisten {BUILDS_CHANNEL}")

@@ -304,3 +304,42 @@ def test_submit_wait_gives_up_after_its_timeout(run_loader, db_conn, tmp_path: P
         f"error: timed out after 0.5 s waiting for {job['scan_id']}; they go on "
         "(see python -m loader scans)")
     assert cancel.returncode == 0
+
+
+def test_transform_on_worker_runs_a_requested_build_there(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    tenant = unique_tenant("qbuild")
+    tokens = {tenant: "tok-queue-build-0123456789"}
+    env = write_tenants_file(tmp_path / "tenants.toml", tokens)
+    without = run_loader("transform", "--on-worker", env=env)
+    with SandboxServer(portals=tokens, deals=150, seed=67) as sandbox:
+        env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
+        worker = _Worker(tmp_path, env)
+        try:
+            worker.wait_for("ready")
+            scanned = run_loader("submit", "--tenant", tenant, "--wait", env=env)
+            after_scan = worker.wait_for("build")
+            requested = run_loader("transform", "--on-worker", "--full-refresh", "--json",
+                                   env=env)
+            second = worker.wait_for("build", count=2)
+        finally:
+            code, _, err = worker.stop()
+    assert without.returncode == 1
+    assert without.stderr.strip() == (
+        "error: no worker that runs dbt builds is running on this database; start one "
+        "(python -m loader worker) or run transform without --on-worker")
+    assert scanned.returncode == 0, scanned.stderr
+    assert after_scan["ok"] and after_scan["requested_by"] == "worker"
+    assert requested.returncode == 0, requested.stderr
+    build = json.loads(requested.stdout)
+    assert build["status"] == "completed" and build["full_refresh"] is True
+    assert build["requested_by"] == "request" and build["id"] == second["build_id"]
+    assert second["full_refresh"] is True and second["views_skipped"] is False
+    rows = query(db_conn, "select requested_by, status, nodes > 0 from loader.dbt_builds "
+                          "where id = any(%s) order by requested_at",
+                 ([after_scan["build_id"], build["id"]],))
+    assert rows == [("worker", "completed", True), ("request", "completed", True)]
+    assert query(db_conn, "select count(*) from analytics.deals where _tenant_id = %s",
+                 (tenant,))[0][0] > 0
+    assert code == 0, err
