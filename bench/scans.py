@@ -206,3 +206,133 @@ def _per_window(samples: list[tuple[float, int, int]], window: float
         throttled.append(at(b, 2) - at(a, 2))
         k += 1
     return used, throttled
+
+
+class WorkerRun:
+    """``python -m loader worker --json`` for the bench's tenants, driven as an operator drives
+    it: ``submit --all --wait`` for scans, ``transform --on-worker`` for a requested build, and
+    the builds it runs by itself after scans, read from ``loader.dbt_builds``."""
+
+    def __init__(self, env: BenchEnv, sandbox: Sandbox, tenants: list[str], concurrency: int,
+                 *, timeout: float = 1200) -> None:
+        import subprocess
+        import sys
+
+        self.env, self.sandbox, self.tenants, self.timeout = env, sandbox, tenants, timeout
+        self.tenv = env.tenants_env("worker", tenants, sandbox.base_url)
+        self._log = open(env.home / "worker.log", "w+b")  # noqa: SIM115 - closed in stop()
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "loader", "worker", "--concurrency", str(concurrency),
+             "--json"], env=self.tenv, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        self.events: list[dict[str, Any]] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(timeout=300) or self.proc.poll() is not None:
+            self.stop()
+            raise BenchError(f"the worker did not start: {self._log_tail()}")
+        self.ready_seconds = round(time.perf_counter() - started, 3)
+        self.dbt_parse_seconds = self.events[0].get("dbt_parse_seconds")
+
+    def _read(self) -> None:
+        import json
+
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            self.events.append(event)
+            if event.get("event") == "ready":
+                self._ready.set()
+
+    def _log_tail(self) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")[-800:]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the worker and every process under it, so far."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            members = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return 0.0
+        total = 0.0
+        for member in members:
+            try:
+                times = member.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
+    def submit(self, *, full_refresh: bool = False) -> dict[str, Any]:
+        """``submit --all --wait`` timed from the command's start to its exit (every scan
+        ended), as an operator waits for it; requests from the sandbox's counters."""
+        args = ["submit", "--all", "--wait", "--json",
+                *(["--full-refresh"] if full_refresh else [])]
+        before = self.sandbox.requests_total(self.tenants)
+        cpu = self.cpu_seconds()
+        run = self.env.loader(args, self.tenv, timeout=self.timeout)
+        results = _scan_results(run, "worker scans")
+        deals = _landed(self.env, results)
+        return {
+            "deals": deals,
+            "requests": self.sandbox.requests_total(self.tenants) - before,
+            "seconds": round(run.seconds, 3),
+            "deals_per_s": round(deals / run.seconds, 1) if run.seconds else None,
+            "modes": sorted({str(r.get("mode")) for r in results}),
+            "worker_cpu_seconds": round(self.cpu_seconds() - cpu, 2),
+        }
+
+    def next_build(self, after: str | None = None) -> dict[str, Any]:
+        """The first build the worker ran by itself after ``after`` (an earlier build's id, or
+        None: any), once it has ended."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            ids = [e.get("build_id") for e in self.events if e.get("event") == "build"]
+            later = ids[ids.index(after) + 1:] if after in ids else ([] if after else ids)
+            for event in (e for e in self.events if e.get("event") == "build"):
+                if event.get("build_id") in later and event.get("requested_by") == "worker":
+                    return self._build_record(event)
+            if self.proc.poll() is not None:
+                raise BenchError(f"the worker stopped: {self._log_tail()}")
+            time.sleep(0.05)
+        raise BenchError("timed out waiting for the worker's dbt build")
+
+    def transform(self, *, full_refresh: bool) -> dict[str, Any]:
+        """``transform --on-worker`` (a build the worker runs with its dbt project parsed)."""
+        import json
+
+        run = self.env.loader(["transform", "--on-worker", "--json",
+                               *(["--full-refresh"] if full_refresh else [])], self.tenv,
+                              timeout=self.timeout).check("transform --on-worker")
+        record = json.loads(run.stdout)
+        return {**self._build_record(record), "command_seconds": round(run.seconds, 3)}
+
+    def _build_record(self, event: dict[str, Any]) -> dict[str, Any]:
+        build_id = event.get("build_id") or event.get("id")
+        with self.env.cursor() as cur:
+            cur.execute("select status, full_refresh, requested_by, nodes, views_skipped, "
+                        "seconds from loader.dbt_builds where id = %s", (build_id,))
+            row = cur.fetchone()
+        if row is None or row[0] != "completed":
+            raise BenchError(f"worker dbt build {build_id} did not complete: {row}")
+        return {"build_id": build_id, "full_refresh": row[1], "requested_by": row[2],
+                "nodes": row[3], "views_skipped": row[4], "seconds": float(row[5])}
+
+    def stop(self) -> None:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=120)
+            except Exception:  # noqa: BLE001 - never leave it running
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()

@@ -27,7 +27,7 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LOADER_HOME")}
     env.update(RUNTIME__DLTHUB_TELEMETRY="false", DBT_SEND_ANONYMOUS_USAGE_STATS="false")
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--deals", "1000", "--tenants", "2", "--quick",
+        [sys.executable, "-m", "bench", "--deals", "2000", "--tenants", "2", "--quick",
          "--results", str(results_path)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
@@ -37,16 +37,16 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     results = json.loads(results_path.read_text())
     assert results["errors"] == {}
     meta, s = results["meta"], results["sections"]
-    assert meta["deals"] == 1000 and meta["tenants"] == 2 and meta["cores"] >= 1
+    assert meta["deals"] == 2000 and meta["tenants"] == 2 and meta["cores"] >= 1
     for name in ("source_ceiling", "sink_ceiling", "full_scan", "naive_reference",
-                 "incremental_scan", "rate_limit", "dbt_full", "dbt_incremental", "memory",
-                 "queries"):
+                 "incremental_scan", "rate_limit", "dbt_full", "dbt_incremental", "worker",
+                 "memory", "queries"):
         assert s[name]["cores"] == meta["cores"] and s[name]["date"], name
 
     for name in ("source_ceiling", "sink_ceiling", "full_scan", "naive_reference"):
         assert _number(s[name]["deals_per_s"]) > 0, name
-    assert s["full_scan"]["deals"] == 1000 == s["sink_ceiling"]["deals"]
-    assert s["source_ceiling"]["deals"] >= 1000  # live and archived pages
+    assert s["full_scan"]["deals"] == 2000 == s["sink_ceiling"]["deals"]
+    assert s["source_ceiling"]["deals"] >= 2000  # live and archived pages
     assert _number(s["full_scan"]["ratio_to_lower_ceiling"]) > 0
     assert _number(s["full_scan"]["ratio_to_naive"]) > 0
 
@@ -66,6 +66,20 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     _number(s["dbt_full"]["seconds"])
     _number(s["dbt_incremental"]["ratio_to_full"])
 
+    worker = s["worker"]
+    assert _number(worker["ready_seconds"]) > 0
+    assert worker["full_scan"]["deals"] == 2000 and worker["full_scan"]["modes"] == ["full"]
+    assert worker["incremental_scan"]["modes"] == ["incremental"]
+    assert 0 < worker["incremental_scan"]["requests"] < worker["full_scan"]["requests"]
+    assert worker["dbt_full"]["full_refresh"] is True
+    assert worker["dbt_full"]["requested_by"] == "request"
+    assert worker["dbt_incremental"]["requested_by"] == "worker"
+    assert worker["dbt_incremental"]["full_refresh"] is False
+    for path in ("incremental_scan.seconds_ratio", "dbt_incremental.ratio_to_full",
+                 "full_scan.ratio_to_lower_ceiling", "full_scan.worker_cpu_seconds"):
+        section, key = path.split(".")
+        _number(worker[section][key])
+
     mem = s["memory"]
     assert mem["deals_large"] == 5 * mem["deals_small"]
     assert _number(mem["peak_rss_mb_small"]) > 10 and _number(mem["peak_rss_mb_large"]) > 10
@@ -81,5 +95,5 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
         assert q["note"].startswith("not available")
 
     targets = {t["target"]: t for t in results["targets"]}
-    assert len(targets) == 11
+    assert len(targets) == 14
     assert all(t["measured"] is not None for t in targets.values()), targets
