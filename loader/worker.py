@@ -279,7 +279,8 @@ class Worker:
         text = (f"dbt build ({kind}) ok in {result.seconds:.1f} s ({result.nodes} nodes, "
                 f"{what})" if result.ok else
                 f"dbt build ({kind}) failed after {result.seconds:.1f} s: {result.error}")
-        self.emit("build", text, requested_by=requested_by, **result.as_dict())
+        slowest = dict(list(result.timings.items())[:8])  # node -> seconds, slowest first
+        self.emit("build", text, requested_by=requested_by, slowest=slowest, **result.as_dict())
 
     def _on_notify(self, payload: str) -> None:
         tenant = _tenant_freed(payload)
