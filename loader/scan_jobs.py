@@ -130,8 +130,10 @@ create table if not exists loader.dbt_builds (
     nodes integer,
     views_skipped boolean,
     seconds numeric(12, 3),
-    error_message text
+    error_message text,
+    node_selection text
 );
+alter table loader.dbt_builds add column if not exists node_selection text;
 
 create index if not exists idx_ops_build_status_requested on loader.dbt_builds
     (status, requested_at);

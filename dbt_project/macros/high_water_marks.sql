@@ -1,12 +1,17 @@
 {#-
     The incremental filter of the models keyed on a per-tenant high-water mark: true for the rows
     whose `extracted_at_column` is later than the latest _extracted_at this model already holds
-    for the row's tenant (every row of a tenant it holds nothing of).
+    for the row's tenant, and for every row of a tenant it holds nothing of.
 
     The marks are read when the model compiles and written into the SQL as literals (ISO 8601,
     microseconds: whatever the session's DateStyle), so that PostgreSQL applies the filter while
     scanning the raw rows (a join to the marks, or a correlated subquery, is only applied after
-    every raw row has been parsed and checked).
+    every raw row has been parsed and checked). It is one range per tenant,
+    `(tenant = 'a' and extracted_at > 'mark a') or ... or tenant in ('new', ...)`, which the raw
+    tables' index on (tenant, extraction time) answers (ensure_raw_read_indexes): an incremental
+    build reads the raw rows extracted since its tenants' marks, not the whole raw history. The
+    tenants without a mark are those with a finished scan (live or archived): rows of a tenant
+    without one cannot belong to a finished scan, which every caller requires.
 -#}
 {% macro extracted_after_high_water_marks(tenant_column, extracted_at_column) -%}
     {%- if not execute -%}
@@ -20,16 +25,70 @@
             order by _tenant_id
         {%- endset -%}
         {%- set marks = run_query(marks_sql).rows -%}
-        {{ extracted_at_column }} > {% if marks | length == 0 -%}
-            '-infinity'::timestamp
-        {%- else -%}
-            case {{ tenant_column }}
-            {%- for tenant, mark in marks %}
-                when '{{ tenant | replace("'", "''") }}'
-                    then {% if mark is none %}'-infinity'{% else %}'{{ mark }}'{% endif %}::timestamp
-            {%- endfor %}
-                else '-infinity'::timestamp
-            end
-        {%- endif -%}
+        {%- set marked = marks | map(attribute=0) | list -%}
+        {%- set unmarked = tenants_with_finished_scans() | reject('in', marked) | list -%}
+        (
+        {%- for tenant, mark in marks %}
+            ({{ tenant_column }} = {{ sql_literal(tenant) }}
+                and {{ extracted_at_column }} > '{{ mark }}'::timestamp) or
+        {%- endfor %}
+            {{ tenant_column }} in (
+                {%- for tenant in unmarked -%}
+                    {{ sql_literal(tenant) }}{{ ", " if not loop.last }}
+                {%- endfor -%}
+                {%- if not unmarked %}null{% endif -%}
+            )
+        )
     {%- endif -%}
+{%- endmacro %}
+
+{#- A text value as a SQL string literal. -#}
+{% macro sql_literal(value) -%}
+    '{{ value | replace("'", "''") }}'
+{%- endmacro %}
+
+{#-
+    The tenants with a finished scan (live, or archived by retention): those whose raw rows an
+    incremental model may have to read.
+-#}
+{% macro tenants_with_finished_scans() -%}
+    {%- set schema = var('ops_schema') -%}
+    {%- set live = adapter.get_relation(database=target.database, schema=schema,
+                                        identifier='scan_jobs') -%}
+    {%- set archive = adapter.get_relation(database=target.database, schema=schema,
+                                           identifier='scan_jobs_archive') -%}
+    {%- if live is none -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set tenants_sql -%}
+        select organization_id from {{ live }}
+        where status in ('completed', 'failed', 'cancelled') and organization_id is not null
+        {%- if archive is not none %}
+            union
+            select organization_id from {{ archive }} where organization_id is not null
+        {%- endif %}
+    {%- endset -%}
+    {{ return(run_query(tenants_sql).columns[0].values() | list) }}
+{%- endmacro %}
+
+{#-
+    When the last build that ran every model began (loader.dbt_builds, UTC, ISO 8601), for the
+    checks that need only look at what changed since; none on a --full-refresh build, or when
+    no such build is on record.
+-#}
+{% macro last_full_build_started_at() -%}
+    {%- if not execute or flags.FULL_REFRESH -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set builds = adapter.get_relation(database=target.database, schema=var('ops_schema'),
+                                          identifier='dbt_builds') -%}
+    {%- if builds is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set since_sql -%}
+        select to_char(max(started_at) at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US')
+        from {{ builds }}
+        where status = 'completed' and node_selection is null
+    {%- endset -%}
+    {{ return(run_query(since_sql).columns[0].values()[0]) }}
 {%- endmacro %}

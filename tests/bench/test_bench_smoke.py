@@ -62,7 +62,7 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     _number(rl["utilisation"])
     _number(rl["count_429_total"])
 
-    assert s["dbt_full"]["ok"] and s["dbt_incremental"]["ok"]
+    assert s["dbt_full"]["ok"] and s["dbt_incremental"]["ok"], (s["dbt_full"], s["dbt_incremental"])
     _number(s["dbt_full"]["seconds"])
     _number(s["dbt_incremental"]["ratio_to_full"])
 

@@ -1,0 +1,66 @@
+"""The staging-vs-mart integrity test (tests/marts/assert_deals_row_count_matches_staging.sql):
+after a build on record it checks the deals of the scans finished since that build began (what
+a merge could have changed), both ways; with no build on record, every deal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from tests.conftest import ROOT
+from tests.dbt import raw_data
+from tests.dbt.conftest import connect, run_loader_cli
+
+T0 = datetime(2025, 6, 1, 8, tzinfo=UTC)
+INTEGRITY = "assert_deals_row_count_matches_staging"
+
+
+def _integrity_test(url: str) -> int:
+    """``dbt test`` of the integrity test alone; its exit code (1 when it finds a mismatch)."""
+    env = dict(os.environ, DATABASE_URL=url)
+    return subprocess.run([sys.executable, "-m", "loader", "dbt", "test", "--select", INTEGRITY],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+                          check=False).returncode
+
+
+def _execute(url: str, sql: str) -> None:
+    with connect(url).cursor() as cur:
+        cur.execute(sql)
+
+
+def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databases) -> None:  # type: ignore[no-untyped-def]
+    url = scratch_databases("integrity")
+    conn = connect(url, autocommit=False)
+    raw_data.create_raw_tables(conn)
+    raw_data.add_scan_job(conn, "job-1", "acme", completed_days_ago=1)
+    raw_data.add_pipelines(conn, "job-1", "acme", T0)
+    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
+    raw_data.add_deal(conn, "job-1", "acme", "2", T0, T0)
+    conn.close()
+    run_loader_cli(url, "transform")  # a build on record (loader.dbt_builds)
+    assert _integrity_test(url) == 0
+
+    # A scan finished after that build began, merged by a dbt run the loader did not record.
+    conn = connect(url, autocommit=False)
+    raw_data.add_scan_job(conn, "job-2", "acme")
+    later = T0 + timedelta(hours=2)
+    raw_data.add_deal(conn, "job-2", "acme", "1", later, later)
+    raw_data.add_deal(conn, "job-2", "acme", "3", later, later)
+    conn.close()
+    run_loader_cli(url, "dbt", "run", "--select", "scan_jobs", "deals")
+    assert _integrity_test(url) == 0
+
+    # A deal of that scan lost from the mart is found ...
+    _execute(url, "delete from analytics.deals where id = '3'")
+    assert _integrity_test(url) == 1
+    run_loader_cli(url, "transform", "--full-refresh")
+    assert _integrity_test(url) == 0
+
+    # ... while one of an earlier scan is left to the full check, which runs when no build is
+    # on record (and on every --full-refresh build).
+    _execute(url, "delete from analytics.deals where id = '2'")
+    assert _integrity_test(url) == 0
+    _execute(url, "delete from loader.dbt_builds")
+    assert _integrity_test(url) == 1
