@@ -264,7 +264,7 @@ def _tenant_ids(args: argparse.Namespace) -> list[str]:
 
 def _cmd_submit(args: argparse.Namespace) -> int:
     from . import db, scan_jobs, worker
-    from .report import print_scan_results, scan_results_from_jobs
+    from .runner import scan_results_from_jobs
 
     tenant_ids = _tenant_ids(args)
     options = worker.scan_options(full_refresh=args.full_refresh,
@@ -290,7 +290,12 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     results = scan_results_from_jobs(jobs)
-    print_scan_results(results, as_json=args.json)
+    if args.json:  # without importing the terminal tables (rich): a script's call
+        print(dumps([r.as_dict() for r in results]))
+    else:
+        from .report import print_scan_results
+
+        print_scan_results(results, as_json=False)
     return _report_failures(results)
 
 

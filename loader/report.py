@@ -159,33 +159,6 @@ def print_scan_results(results: Sequence[Any], *, as_json: bool) -> None:
     _console().print(table)
 
 
-def scan_results_from_jobs(jobs: Sequence[dict[str, Any]]) -> list[Any]:
-    """Scan results as ``run`` prints them, read from finished job records (``submit --wait``;
-    the records do not keep how many requests a scan made: ``requests`` is None)."""
-    from .runner import ScanResult
-
-    results = []
-    for job in jobs:
-        started, completed = job.get("started_at"), job.get("completed_at")
-        seconds = (completed - started).total_seconds() if started and completed else 0.0
-        scan_type = str(job.get("scan_type") or "")
-        results.append(ScanResult(
-            tenant_id=job.get("organization_id") or "",
-            scan_id=job["scan_id"],
-            job_id=job["id"],
-            status=job["status"],
-            mode=scan_type.removeprefix("deals_") if scan_type != "deals_queued" else "n/a",
-            processed_items=job["processed_items"],
-            failed_items=job["failed_items"],
-            total_items=job["total_items"],
-            requests=None,  # type: ignore[arg-type]
-            seconds=round(seconds, 3),
-            error_message=job.get("error_message"),
-            success_rate=job.get("success_rate"),
-        ))
-    return results
-
-
 def _full_width(column: str, scan_ids: Sequence[str]) -> dict[str, Any]:
     """Column options that never shorten a scan id: operators copy it into ``cancel``."""
     if column != "scan id":

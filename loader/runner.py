@@ -7,6 +7,7 @@ the process that only hands tenants to workers: the workers fork from a server t
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,31 @@ def skipped_result(options: ScanOptions, job_id: str, reason: str, *,
     """A queued scan a worker did not run: ``skipped`` (it was no longer queued) or ``busy``
     (another process is scanning the tenant: it stays queued)."""
     return ScanResult(options.tenant_id, "", job_id, status, "n/a", 0, 0, 0, 0, 0.0, reason)
+
+
+def scan_results_from_jobs(jobs: Sequence[dict[str, Any]]) -> list[ScanResult]:
+    """Scan results as ``run`` prints them, read from finished job records (``submit --wait``;
+    the records do not keep how many requests a scan made: ``requests`` is None)."""
+    results = []
+    for job in jobs:
+        started, completed = job.get("started_at"), job.get("completed_at")
+        seconds = (completed - started).total_seconds() if started and completed else 0.0
+        scan_type = str(job.get("scan_type") or "")
+        results.append(ScanResult(
+            tenant_id=job.get("organization_id") or "",
+            scan_id=job["scan_id"],
+            job_id=job["id"],
+            status=job["status"],
+            mode=scan_type.removeprefix("deals_") if scan_type != "deals_queued" else "n/a",
+            processed_items=job["processed_items"],
+            failed_items=job["failed_items"],
+            total_items=job["total_items"],
+            requests=None,  # type: ignore[arg-type]
+            seconds=round(seconds, 3),
+            error_message=job.get("error_message"),
+            success_rate=job.get("success_rate"),
+        ))
+    return results
 
 
 def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResult]:

@@ -21,6 +21,7 @@ from dlt.extract.state import reset_resource_state
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import db, scan_jobs, settings, tenants
+from .destination import CachedPostgres
 from .errors import LoaderError
 from .hubspot import SOURCE_NAME, hubspot_deals
 from .hubspot.helpers import HubSpotClient
@@ -201,7 +202,7 @@ def _new_pipeline(tenant_id: str, url: str, pipelines_dir: str) -> dlt.Pipeline:
     return dlt.pipeline(
         pipeline_name=f"hubspot_{tenant_id}",
         pipelines_dir=pipelines_dir,
-        destination=dlt.destinations.postgres(
+        destination=CachedPostgres(
             credentials=_dlt_credentials(url),
             staging_dataset_name_layout=_staging_layout(tenant_id),
         ),
@@ -273,7 +274,7 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
                 f"tenant {tenant.id}: could not finish the load an interrupted scan left "
                 f"pending: {_one_line(exc)}"
             )
-        full = options.full_refresh or not _has_completed_full(pipeline)
+        full = options.full_refresh or not _has_completed_full(pipeline, conn)
         mode = "full" if full else "incremental"
         config = {
             "tenant_id": tenant.id,
@@ -439,17 +440,53 @@ def _first_dlt_id(path: str, compressed: bool) -> str | None:
     return first[header.index("_dlt_id")]
 
 
-def _has_completed_full(pipeline: dlt.Pipeline) -> bool:
-    """Whether this tenant's pipeline state records a completed full scan (the cursor is valid)."""
-    try:
-        pipeline.sync_destination()
-    except Exception:  # noqa: BLE001 - first run: nothing to sync yet
-        pass
+def _has_completed_full(pipeline: dlt.Pipeline, conn: psycopg2.extensions.connection) -> bool:
+    """Whether this tenant's pipeline state records a completed full scan (the cursor is valid).
+
+    The state is synced with the destination first (another machine may have scanned the
+    tenant), unless the destination's latest committed state is the one this working folder
+    holds (one query instead of dlt's sync: a worker's scan process keeps its pipelines between
+    scans, and a scan's state is usually its own last one).
+    """
+    if not _local_state_is_current(pipeline, conn):
+        try:
+            pipeline.sync_destination()
+        except Exception:  # noqa: BLE001 - first run: nothing to sync yet
+            pass
+        else:
+            _mark_synced(pipeline)
     else:
-        # pipeline.run() would sync the same state again (it syncs once per pipeline object).
-        pipeline._state_restored = True  # noqa: SLF001 - dlt has no public switch for this
+        _mark_synced(pipeline)
     state = pipeline.state.get("sources", {}).get(SOURCE_NAME, {})
     return bool(state.get("resources", {}).get("deals", {}).get("full_scan_completed"))
+
+
+def _mark_synced(pipeline: dlt.Pipeline) -> None:
+    # pipeline.run() would sync the same state again (it syncs once per pipeline object).
+    pipeline._state_restored = True  # noqa: SLF001 - dlt has no public switch for this
+
+
+def _local_state_is_current(pipeline: dlt.Pipeline, conn: psycopg2.extensions.connection
+                            ) -> bool:
+    """Whether the destination's latest state of this pipeline (of a completed load, as dlt
+    reads it) has the version hash of the local state, and the local schema is there."""
+    local = pipeline.state.get("_version_hash")
+    if not local or pipeline.default_schema_name not in pipeline.schema_names:
+        return False
+    with conn, conn.cursor() as cur:
+        cur.execute("select to_regclass(%s) is not null and to_regclass(%s) is not null",
+                    (f"{RAW_DATASET}._dlt_pipeline_state", f"{RAW_DATASET}._dlt_loads"))
+        if not cur.fetchone()[0]:
+            return False
+        cur.execute(
+            f"select state.version_hash from {RAW_DATASET}._dlt_pipeline_state as state "
+            f"join {RAW_DATASET}._dlt_loads as loads on loads.load_id = state._dlt_load_id "
+            "where state.pipeline_name = %s and loads.status = 0 "
+            "order by loads.load_id desc limit 1",
+            (pipeline.pipeline_name,),
+        )
+        row = cur.fetchone()
+    return row is not None and row[0] == local
 
 
 def _reset_deals_cursor(pipeline: dlt.Pipeline) -> None:

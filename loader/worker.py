@@ -25,13 +25,15 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from . import db, scan_jobs, settings
 from .errors import LoaderError
 from .runner import FORKSERVER_PRELOAD, ScanResult, one_line, raw_tables_exist
+
+if TYPE_CHECKING:  # the pool is imported when a worker starts, not by submit --wait
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +154,7 @@ class Worker:
 
     def _start_pool(self) -> ProcessPoolExecutor:
         import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
         from multiprocessing import forkserver
 
         context = multiprocessing.get_context("forkserver")
