@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from tests.conftest import ROOT
 from tests.dbt import raw_data
-from tests.dbt.conftest import connect, run_loader_cli
+from tests.dbt.conftest import build_in_process, connect, run_loader_cli
 
 T0 = datetime(2025, 6, 1, 8, tzinfo=UTC)
 INTEGRITY = "assert_deals_row_count_matches_staging"
@@ -39,7 +39,7 @@ def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databas
     raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
     raw_data.add_deal(conn, "job-1", "acme", "2", T0, T0)
     conn.close()
-    run_loader_cli(url, "transform")  # a build on record (loader.dbt_builds)
+    build_in_process(url)  # a build on record (loader.dbt_builds)
     assert _integrity_test(url) == 0
 
     # A scan finished after that build began, merged by a dbt run the loader did not record.
@@ -55,7 +55,7 @@ def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databas
     # A deal of that scan lost from the mart is found ...
     _execute(url, "delete from analytics.deals where id = '3'")
     assert _integrity_test(url) == 1
-    run_loader_cli(url, "transform", "--full-refresh")
+    build_in_process(url, "--full-refresh")
     assert _integrity_test(url) == 0
 
     # ... while one of an earlier scan is left to the full check, which runs when no build is
