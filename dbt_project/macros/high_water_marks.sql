@@ -53,10 +53,8 @@
 -#}
 {% macro tenants_with_finished_scans() -%}
     {%- set schema = var('ops_schema') -%}
-    {%- set live = adapter.get_relation(database=target.database, schema=schema,
-                                        identifier='scan_jobs') -%}
-    {%- set archive = adapter.get_relation(database=target.database, schema=schema,
-                                           identifier='scan_jobs_archive') -%}
+    {%- set live = relation_exists(schema, 'scan_jobs') -%}
+    {%- set archive = relation_exists(schema, 'scan_jobs_archive') -%}
     {%- if live is none -%}
         {{ return([]) }}
     {%- endif -%}
@@ -80,8 +78,7 @@
     {%- if not execute or flags.FULL_REFRESH -%}
         {{ return(none) }}
     {%- endif -%}
-    {%- set builds = adapter.get_relation(database=target.database, schema=var('ops_schema'),
-                                          identifier='dbt_builds') -%}
+    {%- set builds = relation_exists(var('ops_schema'), 'dbt_builds') -%}
     {%- if builds is none -%}
         {{ return(none) }}
     {%- endif -%}

@@ -9,11 +9,8 @@
         {#- In a unit test, source() names the test's fixture CTE: use it as is. -#}
         {%- set existing = relation -%}
     {%- elif execute -%}
-        {%- set existing = adapter.get_relation(
-            database=relation.database,
-            schema=relation.schema,
-            identifier=relation.identifier
-        ) -%}
+        {#- The catalog, not dbt's relation cache (see relation_exists). -#}
+        {%- set existing = relation_exists(relation.schema, relation.identifier) -%}
     {%- else -%}
         {%- set existing = relation -%}
     {%- endif -%}
