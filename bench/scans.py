@@ -298,7 +298,7 @@ class WorkerRun:
             later = ids[ids.index(after) + 1:] if after in ids else ([] if after else ids)
             for event in (e for e in self.events if e.get("event") == "build"):
                 if event.get("build_id") in later and event.get("requested_by") == "worker":
-                    return self._build_record(event)
+                    return {**self._build_record(event), "slowest": event.get("slowest")}
             if self.proc.poll() is not None:
                 raise BenchError(f"the worker stopped: {self._log_tail()}")
             time.sleep(0.05)
