@@ -89,3 +89,19 @@
     {%- endset -%}
     {{ return(run_query(since_sql).columns[0].values()[0]) }}
 {%- endmacro %}
+
+{#-
+    The ids of the scans (live or archived) that finished after `since` (ISO 8601 UTC, from
+    last_full_build_started_at), for checks that look at those scans' rows only.
+-#}
+{% macro scans_finished_since(since) -%}
+    {%- if not execute -%}
+        {{ return([]) }}
+    {%- endif -%}
+    {%- set scans_sql -%}
+        select id from {{ ref('int_scan_jobs_unioned') }}
+        where is_finished and completed_at > {{ sql_literal(since) }}::timestamp
+        order by id
+    {%- endset -%}
+    {{ return(run_query(scans_sql).columns[0].values() | list) }}
+{%- endmacro %}

@@ -7,8 +7,28 @@
     began (loader.dbt_builds, via last_full_build_started_at): an incremental build checks those
     deals, both ways, and what earlier builds checked stays as it was. A --full-refresh build, or
     one with no build on record, checks every deal.
+
+    The scans are inlined as literals (scans_finished_since), so that PostgreSQL reads their raw
+    versions and their deals through the scan-job indexes rather than every raw version; the
+    comparisons are an anti join and a full join, which stay hash or index joins whatever the
+    row estimates (the scans are new, their statistics unknown: a nested loop over the two sets
+    took 1.7 s for 4,000 deals).
 -#}
 {%- set since = last_full_build_started_at() -%}
+{%- set scan_ids = none if since is none else scans_finished_since(since) -%}
+
+{#- What `scan_job_id in (...)` compares with: every finished scan, the scans since, or none. -#}
+{%- if scan_ids is none -%}
+    {%- set scan_list = "select scans.id from scans" -%}
+{%- elif scan_ids -%}
+    {%- set literals = [] -%}
+    {%- for id in scan_ids -%}
+        {%- do literals.append(sql_literal(id) | trim) -%}
+    {%- endfor -%}
+    {%- set scan_list = literals | join(", ") -%}
+{%- else -%}
+    {%- set scan_list = "select null::varchar where false" -%}
+{%- endif %}
 
 with
 
@@ -16,9 +36,7 @@ scans as (
 
     select id
     from {{ ref('int_scan_jobs_unioned') }}
-    where is_finished {% if since is not none -%}
-        and completed_at > '{{ since }}'::timestamp
-    {%- endif %}
+    where is_finished
 
 ),
 
@@ -28,9 +46,9 @@ staged as (
         versions._tenant_id,
         versions.id
     from {{ ref('int_deal_versions_validated') }} as versions
-    inner join scans
-        on versions.scan_job_id = scans.id
-    where versions.record_issue is null
+    where
+        versions.scan_job_id in ({{ scan_list }})
+        and versions.record_issue is null
 
 ),
 
@@ -40,8 +58,8 @@ stored as (
         _tenant_id,
         id
     from {{ ref('deals') }}
-    {%- if since is not none %}
-        where scan_job_id in (select scans.id from scans)
+    {%- if scan_ids is not none %}
+        where scan_job_id in ({{ scan_list }})
     {%- endif %}
 
 ),
@@ -54,22 +72,26 @@ counts as (
         (
             select count(*)
             from staged
-            inner join {{ ref('deals') }} as deals
-                on staged._tenant_id = deals._tenant_id and staged.id = deals.id
-        ) as matched_staged_deals,
+            where not exists (
+                select 1
+                from {{ ref('deals') }} as deals
+                where staged._tenant_id = deals._tenant_id and staged.id = deals.id
+            )
+        ) as staged_not_stored,
         (
             select count(*)
             from stored
-            inner join staged
+            full outer join staged
                 on stored._tenant_id = staged._tenant_id and stored.id = staged.id
-        ) as matched_stored_deals
+            where staged.id is null
+        ) as stored_not_staged
 
 )
 
 select * from counts
 where
-    matched_staged_deals != staged_deals
-    or matched_stored_deals != stored_deals
-    {% if since is none -%}
+    staged_not_stored > 0
+    or stored_not_staged > 0
+    {% if scan_ids is none -%}
         or staged_deals != stored_deals
     {%- endif %}
