@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="short rate-limit and query sections (for the smoke test)")
     p.add_argument("--keep-home", action="store_true", help="keep the temporary LOADER_HOME")
+    p.add_argument("--show", type=Path, metavar="RESULTS_JSON",
+                   help="print the tables of an earlier run's results file; runs nothing")
+    p.add_argument("--markdown", action="store_true",
+                   help="print the tables as Markdown (with --show, or after a run)")
     p.add_argument("--dbt-only", action="store_true",
                    help="only what the dbt figures need: full scan, dbt full build, 1%% change, "
                         "incremental scan, dbt incremental build (no ceilings, naive reference, "
@@ -325,25 +329,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def render(results: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    s, meta = results["sections"], results["meta"]
-    console = Console(width=120)
-    title = (f"make bench: {meta.get('deals', 0):,} deals / {meta.get('tenants')} tenants, "
-             f"{meta.get('cores')} cores, {meta.get('date')}, PostgreSQL {meta.get('postgres')}")
-    table = Table(title=title)
-    for col in ("section", "figure", "value", "detail"):
-        table.add_column(col, justify="right" if col == "value" else "left")
+def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The results table: (section, figure, value, detail) rows."""
+    s = results["sections"]
+    out: list[tuple[str, str, str, str]] = []
 
     def row(section: str, figure: str, path: str, detail: str = "") -> None:
-        table.add_row(section, figure, _fmt(_get(s, path)), detail)
+        out.append((section, figure, _fmt(_get(s, path)), detail))
 
     for name, label in (("source_ceiling", "source ceiling"), ("sink_ceiling", "sink ceiling"),
                         ("full_scan", "full scan (ours)"), ("naive_reference", "naive loader")):
         if "error" in s.get(name, {}):
-            table.add_row(label, "error", "-", s[name]["error"][:80])
+            out.append((label, "error", "-", s[name]["error"][:80]))
             continue
         row(label, "deals/s", f"{name}.deals_per_s",
             f"{_fmt(_get(s, name + '.deals'))} deals in {_fmt(_get(s, name + '.seconds'))} s")
@@ -368,7 +365,7 @@ def render(results: dict[str, Any]) -> None:
     row("dbt", "incremental build s", "dbt_incremental.seconds")
     row("dbt", "incremental / full", "dbt_incremental.ratio_to_full")
     if "error" in s.get("worker", {}):
-        table.add_row("worker", "error", "-", s["worker"]["error"][:80])
+        out.append(("worker", "error", "-", s["worker"]["error"][:80]))
     else:
         row("worker", "ready s", "worker.ready_seconds",
             f"dbt project parsed in {_fmt(_get(s, 'worker.dbt_parse_seconds'))} s")
@@ -397,14 +394,33 @@ def render(results: dict[str, Any]) -> None:
         extra = (f"; {q['synthetic_rows']:,} rows generated with SQL"
                  if q.get("synthetic_rows") else "")
         for name, fig in q["queries"].items():
-            table.add_row("queries", name,
-                          f"{fig['rls_median_ms']:.2f} / {fig['rls_p95_ms']:.2f}",
-                          f"owner {fig['owner_median_ms']:.2f} / {fig['owner_p95_ms']:.2f} ms; "
-                          f"RLS p95 x{_fmt(fig['rls_ratio_p95'])}")
-        table.add_row("queries", "rows / tenants", f"{q['rows']:,}",
-                      f"{q['tenants']} tenants, median / p95 ms, RLS as analyst{extra}")
+            out.append(("queries", name,
+                        f"{fig['rls_median_ms']:.2f} / {fig['rls_p95_ms']:.2f}",
+                        f"owner {fig['owner_median_ms']:.2f} / {fig['owner_p95_ms']:.2f} ms; "
+                        f"RLS p95 x{_fmt(fig['rls_ratio_p95'])}"))
+        out.append(("queries", "rows / tenants", f"{q['rows']:,}",
+                    f"{q['tenants']} tenants, median / p95 ms, RLS as analyst{extra}"))
     else:
-        table.add_row("queries", "-", "-", q.get("note") or q.get("error") or "not run")
+        out.append(("queries", "-", "-", q.get("note") or q.get("error") or "not run"))
+    return out
+
+
+def _title(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    return (f"make bench: {meta.get('deals', 0):,} deals / {meta.get('tenants')} tenants, "
+            f"{meta.get('cores')} cores, {meta.get('date')}, PostgreSQL {meta.get('postgres')}")
+
+
+def render(results: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=120)
+    table = Table(title=_title(results))
+    for col in ("section", "figure", "value", "detail"):
+        table.add_column(col, justify="right" if col == "value" else "left")
+    for cells in rows(results):
+        table.add_row(*cells)
     console.print(table)
 
     tt = Table(title="targets")
@@ -418,8 +434,34 @@ def render(results: dict[str, Any]) -> None:
         console.print(f"[red]section {name} failed:[/] {message}")
 
 
+def markdown(results: dict[str, Any]) -> str:
+    """The two tables as Markdown (the README's Performance section is pasted from this)."""
+    def esc(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    lines = [f"{_title(results)}", "", "| section | figure | value | detail |",
+             "|---|---|---:|---|"]
+    lines += [f"| {' | '.join(esc(c) for c in cells)} |" for cells in rows(results)]
+    lines += ["", "| target | goal | measured | met |", "|---|---|---:|---|"]
+    for t in results["targets"]:
+        met = {True: "met", False: "not met", None: "n/a"}[t["met"]]
+        lines.append(f"| {t['target']} | {esc(t['goal'])} | {_fmt(t['measured'])} | {met} |")
+    lines += [f"\nsection {name} failed: {message}" for name, message in
+              results["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.show is not None:
+        try:
+            shown = json.loads(args.show.read_text())
+            (print(markdown(shown), end="") if args.markdown else render(shown))
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"bench: error: {args.show} is not a bench results file: {exc}",
+                  file=sys.stderr)
+            return 1
+        return 0
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
     os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
     try:
@@ -429,6 +471,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    render(results)
+    (print(markdown(results), end="") if args.markdown else render(results))
     print(f"results written to {args.results}")
     return 1 if results["errors"] else 0

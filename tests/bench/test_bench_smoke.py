@@ -97,3 +97,12 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     targets = {t["target"]: t for t in results["targets"]}
     assert len(targets) == 14
     assert all(t["measured"] is not None for t in targets.values()), targets
+
+    # The results file prints again as the README's Markdown tables, every target a row.
+    shown = subprocess.run(
+        [sys.executable, "-m", "bench", "--show", str(results_path), "--markdown"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    assert "| section | figure | value | detail |" in shown
+    for name, target in targets.items():
+        assert f"| {name} | {target['goal']} |" in shown, name
