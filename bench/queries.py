@@ -94,7 +94,11 @@ def _synthesise(env: BenchEnv, deals: int, tenants: int) -> dict[str, Any]:
         have, have_tenants = cur.fetchone()
         if have >= deals or have == 0:
             return {"synthetic_rows": 0}
-        per_tenant = deals // tenants
+        new_tenants = max(0, tenants - int(have_tenants))
+        if new_tenants == 0:
+            return {"synthetic_rows": 0}
+        # Exactly ``deals`` rows in all: the generated tenants share what the scanned ones lack.
+        per_tenant, extra = divmod(deals - have, new_tenants)
         cur.execute("""
             create temporary table bench_source as
             select row_number() over (order by _tenant_id, id) - 1 as n, d.*
@@ -111,7 +115,6 @@ def _synthesise(env: BenchEnv, deals: int, tenants: int) -> dict[str, Any]:
             "t.tenant" if n.strip('"') == "_tenant_id" else
             "(g.i + 1)::text" if n.strip('"') == "id" else f"s.{n}"
             for n in names)
-        new_tenants = max(0, tenants - int(have_tenants))
         started = time.perf_counter()
         cur.execute(f"""
             insert into analytics.deals ({columns})
@@ -120,10 +123,11 @@ def _synthesise(env: BenchEnv, deals: int, tenants: int) -> dict[str, Any]:
             cross join lateral (
                 select format('qbench-%%s', lpad(t0.k0::text, 3, '0')) as tenant, t0.k0 as k
             ) as t
-            cross join lateral generate_series(0, %(per_tenant)s - 1) as g(i)
+            cross join lateral generate_series(
+                0, %(per_tenant)s - 1 + (t.k <= %(extra)s)::int) as g(i)
             join bench_source as s on s.n = (g.i + t.k * 7919) %% %(source_rows)s
             order by t.tenant, g.i""",
-                    {"new_tenants": new_tenants, "per_tenant": per_tenant,
+                    {"new_tenants": new_tenants, "per_tenant": per_tenant, "extra": extra,
                      "source_rows": source_rows})
         added = cur.rowcount
         # What the loader's transform does after each dbt build (loader.transform.vacuum_marts).
