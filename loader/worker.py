@@ -362,32 +362,50 @@ def _run_queued(job_id: str, url: str, environ: dict[str, str]) -> ScanResult:
     return run_queued_scan(job_id, url)
 
 
-def wait_for_jobs(conn: Any, job_ids: list[str], *, timeout: float | None = None,
-                  on_change: Callable[[list[dict[str, Any]]], None] | None = None
-                  ) -> list[dict[str, Any]]:
-    """Wait until every job of ``job_ids`` has ended; returns them (in order). Listens on the
-    table's channel (``conn`` in autocommit); raises :class:`LoaderError` after ``timeout``."""
+def _wait_on(conn: Any, channel: str, check: Callable[[], Any], *, timeout: float | None,
+             timed_out: Callable[[], str]) -> Any:
+    """Call ``check`` until it returns something other than None, waking when ``channel`` is
+    notified (``conn`` in autocommit) or every second; returns that. Raises
+    :class:`LoaderError` with ``timed_out()`` once ``timeout`` seconds have passed."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with conn.cursor() as cur:
-        cur.execute(f"listen {scan_jobs.NOTIFY_CHANNEL}")
+        cur.execute(f"listen {channel}")
     try:
         while True:
-            jobs = [scan_jobs.get(conn, job_id) for job_id in job_ids]
-            if on_change is not None:
-                on_change(jobs)
-            if all(job["status"] in scan_jobs.TERMINAL for job in jobs):
-                return jobs
+            result = check()
+            if result is not None:
+                return result
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                waiting = [j["scan_id"] for j in jobs if j["status"] not in scan_jobs.TERMINAL]
-                raise LoaderError(f"timed out after {timeout:g} s waiting for "
-                                  f"{', '.join(waiting)}; they go on (see python -m loader scans)")
+                raise LoaderError(timed_out())
             select.select([conn], [], [], 1.0 if left is None else min(1.0, left))
             conn.poll()
             conn.notifies.clear()
     finally:
         with conn.cursor() as cur:
-            cur.execute(f"unlisten {scan_jobs.NOTIFY_CHANNEL}")
+            cur.execute(f"unlisten {channel}")
+
+
+def wait_for_jobs(conn: Any, job_ids: list[str], *, timeout: float | None = None,
+                  on_change: Callable[[list[dict[str, Any]]], None] | None = None
+                  ) -> list[dict[str, Any]]:
+    """Wait until every job of ``job_ids`` has ended; returns them (in order). Listens on the
+    table's channel (``conn`` in autocommit); raises :class:`LoaderError` after ``timeout``."""
+    jobs: list[dict[str, Any]] = []
+
+    def check() -> list[dict[str, Any]] | None:
+        jobs[:] = [scan_jobs.get(conn, job_id) for job_id in job_ids]
+        if on_change is not None:
+            on_change(jobs)
+        return jobs if all(job["status"] in scan_jobs.TERMINAL for job in jobs) else None
+
+    def timed_out() -> str:
+        waiting = [j["scan_id"] for j in jobs if j["status"] not in scan_jobs.TERMINAL]
+        return (f"timed out after {timeout:g} s waiting for {', '.join(waiting)}; "
+                f"they go on (see python -m loader scans)")
+
+    return list(_wait_on(conn, scan_jobs.NOTIFY_CHANNEL, check, timeout=timeout,
+                         timed_out=timed_out))
 
 
 def wait_for_build(conn: Any, build_id: str, *, timeout: float | None = None) -> dict[str, Any]:
@@ -395,24 +413,15 @@ def wait_for_build(conn: Any, build_id: str, *, timeout: float | None = None) ->
     :class:`LoaderError` after ``timeout``, or if no building worker is left to run it."""
     from .transform import BUILDS_CHANNEL, get_build
 
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with conn.cursor() as cur:
-        cur.execute(f"listen {BUILDS_CHANNEL}")
-    try:
-        while True:
-            build = get_build(conn, build_id)
-            if build["status"] in ("completed", "failed"):
-                return build
-            if not any_worker_running(conn, BUILDER_LOCK):
-                raise LoaderError(f"no worker that runs dbt builds is left to run build "
-                                  f"{build_id}; it stays queued for the next one")
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise LoaderError(f"timed out after {timeout:g} s waiting for dbt build "
-                                  f"{build_id}; it goes on (see loader.dbt_builds)")
-            select.select([conn], [], [], 1.0 if left is None else min(1.0, left))
-            conn.poll()
-            conn.notifies.clear()
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f"unlisten {BUILDS_CHANNEL}")
+    def check() -> dict[str, Any] | None:
+        build = get_build(conn, build_id)
+        if build["status"] in ("completed", "failed"):
+            return build
+        if not any_worker_running(conn, BUILDER_LOCK):
+            raise LoaderError(f"no worker that runs dbt builds is left to run build "
+                              f"{build_id}; it stays queued for the next one")
+        return None
+
+    return dict(_wait_on(conn, BUILDS_CHANNEL, check, timeout=timeout, timed_out=lambda: (
+        f"timed out after {timeout:g} s waiting for dbt build {build_id}; it goes on "
+        f"(see loader.dbt_builds)")))
