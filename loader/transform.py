@@ -131,13 +131,17 @@ create table if not exists loader.transform_state (
 """
 
 #: What an incremental build selects when every view is as the last full build left it: the
-#: incremental models, the tables and what depends on them (a rebuilt table takes its dependent
-#: views with it), and every data test (:data:`INCREMENTAL_EXCLUDE` left out).
+#: incremental models (deal_stages and deal_pipelines among them: their rows are replaced in
+#: place, so the views on them stay) and every data test (:data:`INCREMENTAL_EXCLUDE` left out);
+#: plus any table model and what depends on it (a rebuilt table takes its dependent views with
+#: it).
 CURRENT_VIEWS_SELECT = [
     "config.materialized:incremental",
-    "config.materialized:table+",
     "resource_type:test",
 ]
+#: Added to :data:`CURRENT_VIEWS_SELECT` when the project has table models (it has none now:
+#: dbt would warn that the criterion matches nothing).
+TABLES_SELECT = "config.materialized:table+"
 
 
 #: Held (a session advisory lock) while a build runs: one dbt build at a time per database, from
@@ -261,7 +265,9 @@ class Builder:
         if select:
             args += ["--select", *select]
         elif views_skipped:
-            args += ["--select", *CURRENT_VIEWS_SELECT]
+            tables = any(node.resource_type == "model" and node.config.materialized == "table"
+                         for node in self._manifest.nodes.values())
+            args += ["--select", *CURRENT_VIEWS_SELECT, *([TABLES_SELECT] if tables else [])]
         if not full_refresh:
             args += ["--exclude", *INCREMENTAL_EXCLUDE]
         errors: list[str] = []

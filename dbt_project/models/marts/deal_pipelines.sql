@@ -1,6 +1,14 @@
-{#- One row per tenant and deal pipeline, as the tenant's latest finished scan read them. -#}
+{#-
+    One row per tenant and deal pipeline, as the tenant's latest finished scan read them. Every
+    build replaces all rows in place (delete_rows_to_replace, then append), so the reporting
+    views on it are not dropped and re-created with it.
+-#}
 {{
     config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ delete_rows_to_replace() }}",
         post_hook=[
             "{{ ensure_constraint_name('p', 'deal_pipelines_pkey') }}",
             "{{ ensure_not_null_constraint_names() }}",

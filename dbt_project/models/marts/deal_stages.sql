@@ -2,9 +2,16 @@
     One row per tenant, pipeline and stage, as the tenant's latest finished scan read them: the
     labels and display order HubSpot shows, the win probability and whether the stage closes the
     deal. Stage ids are the portal's own (custom pipelines have numeric ids).
+
+    Every build replaces all rows in place (delete_rows_to_replace, then append), so the
+    reporting views on it are not dropped and re-created with it.
 -#}
 {{
     config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='append_new_columns',
+        pre_hook="{{ delete_rows_to_replace() }}",
         post_hook=[
             "{{ ensure_constraint_name('p', 'deal_stages_pkey') }}",
             "{{ ensure_not_null_constraint_names() }}",
