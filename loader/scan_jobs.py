@@ -133,7 +133,6 @@ create table if not exists loader.dbt_builds (
     error_message text,
     node_selection text
 );
-alter table loader.dbt_builds add column if not exists node_selection text;
 
 create index if not exists idx_ops_build_status_requested on loader.dbt_builds
     (status, requested_at);
