@@ -294,10 +294,11 @@ class WorkerRun:
         None: any), once it has ended."""
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
-            ids = [e.get("build_id") for e in self.events if e.get("event") == "build"]
-            later = ids[ids.index(after) + 1:] if after in ids else ([] if after else ids)
-            for event in (e for e in self.events if e.get("event") == "build"):
-                if event.get("build_id") in later and event.get("requested_by") == "worker":
+            builds = [e for e in self.events if e.get("event") == "build"]
+            ids = [e.get("build_id") for e in builds]
+            start = ids.index(after) + 1 if after in ids else (len(ids) if after else 0)
+            for event in builds[start:]:
+                if event.get("requested_by") == "worker":
                     return {**self._build_record(event), "slowest": event.get("slowest")}
             if self.proc.poll() is not None:
                 raise BenchError(f"the worker stopped: {self._log_tail()}")
