@@ -17,8 +17,7 @@
 {%- set since = last_full_build_started_at() -%}
 {%- set scan_ids = none if since is none else scans_finished_since(since) -%}
 
-{#- What `scan_job_id in (...)` compares with: every finished scan (the `scans` CTE, only then
-    built), the scans since, or none. -#}
+{#- What `scan_job_id in (...)` compares with: every finished scan, the scans since, or none. -#}
 {%- if scan_ids is none -%}
     {%- set scan_list = "select scans.id from scans" -%}
 {%- elif scan_ids -%}
@@ -32,7 +31,7 @@
 {%- endif %}
 
 with
-{% if scan_ids is none %}
+
 scans as (
 
     select id
@@ -40,7 +39,7 @@ scans as (
     where is_finished
 
 ),
-{% endif %}
+
 staged as (
 
     select distinct
