@@ -305,10 +305,10 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
                 progress.cancelled = True
             elif error is None:
                 if full:
-                    # A full scan reads every deal: forget the cursor (and the rows it has seen),
-                    # or dlt would drop every deal older than a cursor an interrupted or
-                    # cancelled full scan left behind.
-                    _reset_deals_cursor(pipeline)
+                    # A full scan reads every deal: forget the cursors, or it would skip every
+                    # deal older than a cursor an interrupted or cancelled full scan left behind
+                    # (and the archived deals listed before an earlier pass's start).
+                    _reset_cursors(pipeline)
                 source = hubspot_deals(
                     client=client,
                     tenant_id=tenant.id,
@@ -489,13 +489,15 @@ def _local_state_is_current(pipeline: dlt.Pipeline, conn: psycopg2.extensions.co
     return row is not None and row[0] == local
 
 
-def _reset_deals_cursor(pipeline: dlt.Pipeline) -> None:
-    """Forget the deals cursor so a full refresh re-reads (and re-stamps) every deal."""
+def _reset_cursors(pipeline: dlt.Pipeline) -> None:
+    """Forget the deals' and archived deals' cursors so a full scan re-reads (and re-stamps)
+    every deal, archived ones included."""
     if SOURCE_NAME not in pipeline.state.get("sources", {}):
         return  # nothing stored yet: the scan is a full one anyway
-    # The changed state is committed with the scan's data (the resource writes to it too).
+    # The changed state is committed with the scan's data (the resources write to it too).
     with pipeline.managed_state() as state:
-        reset_resource_state("deals", state["sources"][SOURCE_NAME])
+        for resource in ("deals", "archived_deals"):
+            reset_resource_state(resource, state["sources"][SOURCE_NAME])
 
 
 def _interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:

@@ -9,8 +9,10 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
   tenant (and ``full_refresh``) reads every deal from the list endpoint; later scans search on
   ``hs_lastmodifieddate`` from the cursor (the latest ``updated_at`` stored, kept in the
   resource's state and committed with the rows), re-reading a lookback window for HubSpot's
-  search-index lag. Archived deals are read each scan too
-  (``archived=true``), so deletions reach the warehouse.
+  search-index lag. Archived deals are listed each scan too (``archived=true``), so deletions
+  reach the warehouse; an incremental scan lands only those archived since the last complete
+  pass over that list, less the lookback (its own cursor, ``archived_through`` in the state of
+  ``archived_deals``): the others are already stored, and cannot change while archived.
 - ``deals_rejected``: records HubSpot sent that we could not store, kept whole with the reason.
 - ``pipelines``: deal pipelines with their stages (child table ``pipelines__stages``).
 """
@@ -196,10 +198,17 @@ def hubspot_deals(
 
     @dlt.resource(name="archived_deals", table_name="deals", write_disposition="append")
     def archived_deals() -> Iterator[Any]:
+        state = dlt.current.resource_state()
+        through = None if full_refresh else _stored_time(state, "archived_through")
+        since_ms = None if through is None else int(
+            max(through - timedelta(seconds=lookback_seconds), EPOCH).timestamp() * 1000)
         try:
-            yield from emit(client.list_deals(properties, archived=True))
+            yield from emit(client.list_deals(properties, archived=True,
+                                              archived_since_ms=since_ms))
         except _Cancelled:
-            return
+            return  # the cursor stays: the next scan lands this pass's deals again
+        # Every deal archived before this scan started has been landed (this pass or earlier).
+        state["archived_through"] = started.isoformat()
 
     @dlt.resource(name="pipelines", write_disposition="append",
                   columns={"id": {"data_type": "text", "nullable": False}, **_STAMP_COLUMNS})
@@ -279,6 +288,13 @@ def _stored_cursor(state: dict[str, Any]) -> datetime | None:
     value = state.get("cursor")
     if value is None:
         value = state.get("incremental", {}).get("updated_at", {}).get("last_value")
+    if value is None:
+        return None
+    return value if isinstance(value, datetime) else parse_hubspot_datetime(value)
+
+
+def _stored_time(state: dict[str, Any], key: str) -> datetime | None:
+    value = state.get(key)
     if value is None:
         return None
     return value if isinstance(value, datetime) else parse_hubspot_datetime(value)

@@ -195,11 +195,17 @@ class HubSpotClient:
         *,
         archived: bool = False,
         history_of: Sequence[str] = (),
+        archived_since_ms: int | None = None,
     ) -> Iterator[list[dict[str, Any]]]:
         """Yield pages of deals from the list endpoint, all ``properties`` filled in.
 
         Properties that do not fit in the URL are fetched for the same page through a POST batch
         read and merged in, so no request exceeds HubSpot's URL length limit.
+
+        With ``archived_since_ms`` (archived deals only) a page keeps only the deals archived at
+        or after that time (epoch ms; a deal without ``archivedAt`` is kept): the list endpoint
+        cannot filter, so every page is still read, but the others are not filled in or
+        yielded.
 
         The next page is fetched in a background thread while the caller works on this one (the
         cursor walk is sequential, so this overlaps the wait for HubSpot with our own work); the
@@ -219,6 +225,8 @@ class HubSpotClient:
                 params.append(("after", after))
             payload = self.get(settings.DEALS_PATH, params)
             page = _results(payload, self.tenant_id, settings.DEALS_PATH)
+            if archived_since_ms is not None:
+                page = [d for d in page if not _archived_before(d, archived_since_ms)]
             if rest and page:
                 self._fill_properties(page, rest, archived=archived)
             return page, _next_after(payload)
@@ -386,6 +394,14 @@ def _results(payload: dict[str, Any], tenant_id: str, path: str) -> list[dict[st
             "(unexpected response shape); nothing from this scan was committed past the cursor"
         )
     return results
+
+
+def _archived_before(deal: dict[str, Any], since_ms: int) -> bool:
+    """Whether ``deal`` says it was archived before ``since_ms`` (epoch ms)."""
+    from .records import parse_hubspot_ms
+
+    archived_ms = parse_hubspot_ms(deal.get("archivedAt"))
+    return archived_ms is not None and archived_ms < since_ms
 
 
 def _next_after(payload: dict[str, Any]) -> str | None:

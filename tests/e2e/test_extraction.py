@@ -111,16 +111,34 @@ def test_twelve_thousand_deals_sharing_one_timestamp_all_arrive_once(
 
 
 def test_archived_deals_land_as_archived(run_loader, db_conn, tmp_path: Path) -> None:
-    with _one_portal(tmp_path, "arch", deals=300, seed=8) as (tenant, env, sb):
+    with _one_portal(tmp_path, "arch", deals=2000, seed=8) as (tenant, env, sb):
         portal = sb.portal(tenant)
-        _scan(run_loader, env, tenant)
+        archived_at_first = set(portal.deal_ids(archived=True))
+        assert archived_at_first  # the generated portal has some (about 1%)
+        full = _scan(run_loader, env, tenant)
         gone = portal.deal_ids()[10:13]
         for deal_id in gone:
             portal.archive_deal(deal_id)
         inc = _scan(run_loader, env, tenant)
+        # Without a lookback, a scan right after lands no archived deal: all are stored.
+        quiet = _scan(run_loader, env, tenant, "--lookback-seconds", "0")
         archived_in_portal = set(portal.deal_ids(archived=True))
+        refresh = _scan(run_loader, env, tenant, "--full-refresh")
     _transform(run_loader)
-    assert inc["mode"] == "incremental"
+    assert [s["mode"] for s in (full, inc, quiet, refresh)] == [
+        "full", "incremental", "incremental", "full"]
+
+    def landed_archived(scan: dict) -> set[str]:
+        return {r[0] for r in query(db_conn, "select id from raw_hubspot.deals "
+                                             "where _scan_id = %s and archived",
+                                    (scan["scan_id"],))}
+
+    # Every scan lists the archived deals; an incremental one lands only those archived since
+    # the last (less the lookback), a full one all of them.
+    assert landed_archived(full) == archived_at_first
+    assert landed_archived(inc) == set(gone)
+    assert landed_archived(quiet) == set()
+    assert landed_archived(refresh) == archived_in_portal == archived_at_first | set(gone)
     rows = dict(query(db_conn, "select id, archived from analytics.deals where _tenant_id = %s",
                       (tenant,)))
     assert all(rows[i] is True for i in gone)
