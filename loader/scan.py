@@ -20,7 +20,7 @@ from dlt.common.storages.load_package import ParsedLoadJobFileName
 from dlt.extract.state import reset_resource_state
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from . import db, scan_jobs, settings, tenants
+from . import db, dlt_speedups, scan_jobs, settings, tenants
 from .destination import CachedPostgres
 from .errors import LoaderError
 from .hubspot import SOURCE_NAME, hubspot_deals
@@ -38,6 +38,10 @@ from .runner import (
 from .runner import one_line as _one_line
 
 logger = logging.getLogger(__name__)
+
+# Before any pipeline exists (and, in a fork server's preload, before its scan processes fork).
+dlt_speedups.install()
+
 
 class JobProgress:
     """Writes progress to the live job after every batch and notices cancellation.
