@@ -1,4 +1,6 @@
-"""dlt's type-hint checks in configuration lookups, remembered per hint.
+"""Two places where dlt repeats work a scan process does not need repeated.
+
+**Type-hint checks in configuration lookups, remembered per hint.**
 
 dlt resolves a configuration (writer buffers, normalizers, destination client, load jobs) some
 150 times per scan, and for every field and every provider it asks two questions of the field's
@@ -10,12 +12,29 @@ hint (and the flags passed), so :func:`install` wraps both in an LRU cache. A hi
 be hashed is answered by dlt's function as before.
 
 Every binding of the original functions in the dlt modules loaded so far is replaced (modules
-imported later take the wrapped ones from where dlt defines them). Installing twice does nothing.
+imported later take the wrapped ones from where dlt defines them).
+
+**A pipeline's schema, not read from disk again while its file is unchanged.** A pipeline's
+``LiveSchemaStorage`` hands out one live ``Schema`` per name; on every lookup whose live schema
+has no unsaved changes it reads the schema file again, parses and validates it and rebuilds the
+live schema from it, to pick up changes made by another process. dlt looks the default schema
+up a dozen times per scan (for instance to learn the naming convention for the destination's
+capabilities): another tenth of a small scan's CPU. Here the lookup returns the live schema as
+it is when the file has the same identity (device, inode, size, modification time in ns) as
+when the live schema was last read from it, and the live schema has no unsaved changes: a
+reload would rebuild the same content (the schema's version hash covers all of it, and a
+committed live schema has its file's hash). dlt writes schema files by replacing them, so any
+save, here or in another process, makes the next lookup read the file as before; so does any
+live schema set from elsewhere (``set_live_schema``), and a storage with an import schema path
+is left to dlt.
+
+Installing twice does nothing.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -43,7 +62,12 @@ def memoize(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def install() -> None:
-    """Put the cached functions in place of dlt's (idempotent)."""
+    """Put the cached functions and the schema lookup in place of dlt's (idempotent)."""
+    _memoize_hint_checks()
+    _keep_unchanged_live_schemas()
+
+
+def _memoize_hint_checks() -> None:
     from dlt.common.configuration.specs import base_configuration
 
     for name in MEMOIZED:
@@ -58,3 +82,53 @@ def install() -> None:
             if (namespace is not None and getattr(module, "__name__", "").startswith("dlt")
                     and namespace.get(name) is original):
                 setattr(module, name, wrapped)
+
+
+#: Attribute of a LiveSchemaStorage: schema name -> identity of its file when last read.
+_READ_FROM = "_loader_read_from"
+
+
+def _file_identity(storage: Any, name: str) -> tuple[int, ...] | None:
+    path = storage.storage.make_full_path(storage._file_name_in_store(name, "json"))  # noqa: SLF001
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _keep_unchanged_live_schemas() -> None:
+    from dlt.common.storages.live_schema_storage import LiveSchemaStorage
+
+    if getattr(LiveSchemaStorage, "_loader_keeps_unchanged", False):
+        return
+    dlt_getitem = LiveSchemaStorage.__getitem__
+    dlt_set_live = LiveSchemaStorage.set_live_schema
+    dlt_remove = LiveSchemaStorage.remove_schema
+
+    def __getitem__(self: Any, name: str) -> Any:
+        if self.config.import_schema_path:
+            return dlt_getitem(self, name)
+        read_from = self.__dict__.setdefault(_READ_FROM, {})
+        live = self.live_schemas.get(name)
+        identity = _file_identity(self, name)
+        if (live is not None and identity is not None and read_from.get(name) == identity
+                and not live.is_modified):
+            return live
+        schema = dlt_getitem(self, name)  # reads the file (its identity taken before)
+        if identity is not None and not schema.is_modified:
+            read_from[name] = identity
+        return schema
+
+    def set_live_schema(self: Any, schema: Any) -> Any:
+        self.__dict__.get(_READ_FROM, {}).pop(schema.name, None)
+        return dlt_set_live(self, schema)
+
+    def remove_schema(self: Any, name: str) -> None:
+        self.__dict__.get(_READ_FROM, {}).pop(name, None)
+        dlt_remove(self, name)
+
+    LiveSchemaStorage.__getitem__ = __getitem__  # type: ignore[method-assign]
+    LiveSchemaStorage.set_live_schema = set_live_schema  # type: ignore[method-assign]
+    LiveSchemaStorage.remove_schema = remove_schema  # type: ignore[method-assign]
+    LiveSchemaStorage._loader_keeps_unchanged = True  # type: ignore[attr-defined]  # noqa: SLF001

@@ -1,13 +1,18 @@
-"""``dlt_speedups``: dlt's hint checks, cached, answer exactly as dlt's own functions do."""
+"""``dlt_speedups``: dlt's hint checks, cached, answer exactly as dlt's own functions do; a
+pipeline's live schema is read from its file again exactly when the file changed."""
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 from dlt.common.configuration.specs import RuntimeConfiguration, base_configuration
 from dlt.common.configuration.specs.base_configuration import SecretSentinel
+from dlt.common.schema import Schema
+from dlt.common.schema.utils import new_table
 from dlt.common.storages.configuration import FilesystemConfiguration, SchemaStorageConfiguration
+from dlt.common.storages.live_schema_storage import LiveSchemaStorage
 from dlt.destinations.impl.postgres.configuration import (
     PostgresClientConfiguration,
     PostgresCredentials,
@@ -54,3 +59,52 @@ def test_cached_answers_are_dlt_answers_for_every_field_of_the_configurations_us
     fields = PostgresCredentials.get_resolvable_fields()
     assert is_secret(fields["password"]) and not is_secret(fields["host"])
     assert is_secret.cache_info().hits > 0
+
+
+def _storage(path: Path) -> LiveSchemaStorage:
+    return LiveSchemaStorage(SchemaStorageConfiguration(schema_volume_path=str(path)),
+                             makedirs=True)
+
+
+def _with_table(schema: Schema, table: str) -> Schema:
+    schema.update_table(new_table(table, columns=[{"name": "id", "data_type": "text"}]))
+    return schema
+
+
+def test_a_live_schema_is_read_again_only_when_its_file_changed(tmp_path: Path,
+                                                                monkeypatch) -> None:
+    storage = _storage(tmp_path)
+    storage.save_schema(_with_table(Schema("hubspot"), "deals"))
+    reads: list[str] = []
+    read_json = storage._load_schema_json  # noqa: SLF001
+    monkeypatch.setattr(storage, "_load_schema_json",
+                        lambda name: reads.append(name) or read_json(name))
+
+    first = storage["hubspot"]
+    assert reads == ["hubspot"]  # the save replaced the file: read once
+    assert storage["hubspot"] is first and storage["hubspot"] is first
+    assert reads == ["hubspot"]  # unchanged file, nothing unsaved: not read again
+
+    # Another process saves a newer version: the next lookup reads it.
+    other = _storage(tmp_path)
+    other.save_schema(_with_table(other["hubspot"], "pipelines"))
+    assert "pipelines" in storage["hubspot"].tables
+    assert reads == ["hubspot", "hubspot"]
+
+    # Unsaved changes: the live schema, as dlt gives it (no read).
+    _with_table(storage["hubspot"], "in_memory")
+    assert "in_memory" in storage["hubspot"].tables
+    assert reads == ["hubspot", "hubspot"]
+    storage.commit_live_schema("hubspot")  # saved: the file changed, read again once
+    assert "in_memory" in storage["hubspot"].tables and storage["hubspot"] is first
+    assert reads == ["hubspot"] * 3
+
+    # A live schema set from elsewhere with no unsaved changes, older than the file: dlt reads
+    # the file again, and so does the cache.
+    stale = _storage(tmp_path)["hubspot"]
+    storage.save_schema(_with_table(storage["hubspot"], "newer"))
+    assert "newer" in storage["hubspot"].tables
+    assert reads == ["hubspot"] * 4
+    storage.set_live_schema(stale)
+    assert "newer" in storage["hubspot"].tables and storage["hubspot"] is first
+    assert reads == ["hubspot"] * 5
