@@ -111,12 +111,14 @@ def _keep_unchanged_live_schemas() -> None:
             return dlt_getitem(self, name)
         read_from = self.__dict__.setdefault(_READ_FROM, {})
         live = self.live_schemas.get(name)
+        # dlt returns a live schema with unsaved changes as it is, and reads the file otherwise.
+        unsaved = live is not None and live.is_modified
         identity = _file_identity(self, name)
-        if (live is not None and identity is not None and read_from.get(name) == identity
-                and not live.is_modified):
+        if (live is not None and not unsaved and identity is not None
+                and read_from.get(name) == identity):
             return live
         schema = dlt_getitem(self, name)  # reads the file (its identity taken before)
-        if identity is not None and not schema.is_modified:
+        if identity is not None and not unsaved:
             read_from[name] = identity
         return schema
 

@@ -173,11 +173,10 @@ def hubspot_deals(
         state["last_scan_mode"] = "incremental" if incremental else "full"
 
         if incremental:
-            since = cursor - timedelta(seconds=lookback_seconds)
             pages = _with_history(
                 client.search_modified(
                     properties,
-                    since_ms=int(max(since, EPOCH).timestamp() * 1000),
+                    since_ms=_lookback_ms(cursor, lookback_seconds),
                     until_ms=int(started.timestamp() * 1000),
                     on_total=progress.on_total,
                 ),
@@ -199,9 +198,8 @@ def hubspot_deals(
     @dlt.resource(name="archived_deals", table_name="deals", write_disposition="append")
     def archived_deals() -> Iterator[Any]:
         state = dlt.current.resource_state()
-        through = None if full_refresh else _stored_time(state, "archived_through")
-        since_ms = None if through is None else int(
-            max(through - timedelta(seconds=lookback_seconds), EPOCH).timestamp() * 1000)
+        through = None if full_refresh else _as_datetime(state.get("archived_through"))
+        since_ms = None if through is None else _lookback_ms(through, lookback_seconds)
         try:
             yield from emit(client.list_deals(properties, archived=True,
                                               archived_since_ms=since_ms))
@@ -288,16 +286,19 @@ def _stored_cursor(state: dict[str, Any]) -> datetime | None:
     value = state.get("cursor")
     if value is None:
         value = state.get("incremental", {}).get("updated_at", {}).get("last_value")
+    return _as_datetime(value)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """A time kept in resource state (a ``datetime``, or its ISO text once stored)."""
     if value is None:
         return None
     return value if isinstance(value, datetime) else parse_hubspot_datetime(value)
 
 
-def _stored_time(state: dict[str, Any], key: str) -> datetime | None:
-    value = state.get(key)
-    if value is None:
-        return None
-    return value if isinstance(value, datetime) else parse_hubspot_datetime(value)
+def _lookback_ms(cursor: datetime, lookback_seconds: int) -> int:
+    """``cursor`` less the lookback, in epoch ms (never before the epoch)."""
+    return int(max(cursor - timedelta(seconds=lookback_seconds), EPOCH).timestamp() * 1000)
 
 
 def _advance_cursor(state: dict[str, Any], latest_us: int | None) -> None:
