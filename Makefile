@@ -9,7 +9,8 @@ export RUNTIME__DLTHUB_TELEMETRY := false
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test lint dbt-build pytest pytest-pg15 bench docs clean
+.PHONY: install demo test lint dbt-build pytest pytest-embedded-1 pytest-embedded-2 pytest-pg15 \
+	bench docs clean
 
 install: $(VENV)/.installed
 
@@ -27,10 +28,20 @@ demo: install
 # two sessions sharing pytest's default /tmp/pytest-of-$USER would reset each other's folders.
 TEST_TMP ?= /tmp/loader-pytest-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
 
-## test: lint, pytest on the embedded PG 18 and on CI's PG 15 — the three side by side; each
-## one's output is printed whole when it ends (most of the time is spent waiting on servers)
+# The embedded pass in two halves of about equal length, each a pytest process of its own
+# (every folder of tests/ is in one; the worker's tests go with the second).
+EMBEDDED_HALF_1 := tests/dbt tests/loader --ignore=tests/loader/test_worker.py
+EMBEDDED_HALF_2 := tests/e2e tests/bench tests/sandbox tests/loader/test_worker.py
+
+## test: lint, pytest on the embedded PG 18 (in two halves) and on CI's PG 15, side by side;
+## each one's output is printed whole when it ends. One embedded pass alone left a core idle
+## for its last minutes; the two halves keep both busy to the end.
 test: install
-	@$(MAKE) --no-print-directory --jobs=3 --output-sync=target lint pytest pytest-pg15
+	@for d in tests/*/; do [ -f $$d/__init__.py ] || continue; \
+	  case " $(EMBEDDED_HALF_1) $(EMBEDDED_HALF_2) " in *" $${d%/} "*) ;; \
+	  *) echo "$${d%/} is in neither EMBEDDED_HALF (Makefile)"; exit 1;; esac; done
+	@$(MAKE) --no-print-directory --jobs=4 --output-sync=target \
+	  lint pytest-embedded-1 pytest-embedded-2 pytest-pg15
 
 lint: install
 	$(PY) -m ruff check loader tests bench
@@ -41,9 +52,16 @@ dbt-build: install
 	  (LOADER_HOME=$$home DATABASE_URL= $(PY) -m loader transform; rc=$$?; \
 	   LOADER_HOME=$$home DATABASE_URL= $(PY) -m loader db stop >/dev/null; rm -rf $$home; exit $$rc)
 
+## pytest: the whole embedded pass in one process
 pytest: install
 	@mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP)
 	DATABASE_URL= $(PY) -m pytest --basetemp=$(TEST_TMP)/embedded
+
+## pytest-embedded-1, -2: one half each (the halves of `make test`)
+pytest-embedded-1 pytest-embedded-2: install
+	@mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP)
+	DATABASE_URL= $(PY) -m pytest --basetemp=$(TEST_TMP)/$(@:pytest-%=%) \
+	  $(EMBEDDED_HALF_$(@:pytest-embedded-%=%))
 
 pytest-pg15: install
 	@if $(PY) -c "import psycopg2; psycopg2.connect('$(PG15_URL)', connect_timeout=3).close()" 2>/dev/null; then \

@@ -210,6 +210,20 @@ class Builder:
         self._manifest, self._project_hash = result.result, project_hash
         return time.perf_counter() - started
 
+    def invoke(self, *args: str) -> Any:
+        """``dbt ARGS`` (``test --select X``, ``run ...``) in this process with the parsed
+        project, quietly, not recorded as a build; dbt's ``dbtRunnerResult``. For callers that
+        hold a builder and run dbt often (the warehouse tests): no start-up per command."""
+        with self._lock:
+            self._prepare()
+            from dbt.cli.main import dbtRunner
+
+            command, *rest = args
+            result = dbtRunner(manifest=self._manifest).invoke(
+                [command, *self._args(), *rest, "--log-level", "none"])
+            _reraise_interrupt(result.exception)
+            return result
+
     def build(self, *, full_refresh: bool = False, select: list[str] | None = None,
               quiet: bool = False, requested_by: str = "transform",
               build_id: str | None = None) -> BuildResult:

@@ -79,6 +79,17 @@ def build_in_process(url: str, *args: str) -> transform.BuildResult:
     return result
 
 
+def dbt_in_process(url: str, *args: str) -> dict[str, str]:
+    """``python -m loader dbt ARGS`` on database ``url`` without dbt's start-up: through the
+    database's :class:`loader.transform.Builder` (see :func:`build_in_process`). The status of
+    each node dbt ran (``pass``, ``fail``, ``error``, ``success``, ...) by node name; fails the
+    test if dbt raised instead of running them."""
+    result = _BUILDERS.setdefault(url, transform.Builder(url)).invoke(*args)
+    if result.exception is not None or result.result is None:
+        pytest.fail(f"dbt {' '.join(args)} did not run: {result.exception}")
+    return {r.node.name: str(r.status) for r in result.result.results}
+
+
 @pytest.fixture(scope="session")
 def scratch_databases(database_url: str) -> Iterator[object]:
     """A factory of fresh databases on the session's server, all dropped at the end."""

@@ -4,25 +4,19 @@ a merge could have changed), both ways; with no build on record, every deal."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
-from tests.conftest import ROOT
 from tests.dbt import raw_data
-from tests.dbt.conftest import build_in_process, connect, run_loader_cli
+from tests.dbt.conftest import build_in_process, connect, dbt_in_process, run_loader_cli
 
 T0 = datetime(2025, 6, 1, 8, tzinfo=UTC)
 INTEGRITY = "assert_deals_row_count_matches_staging"
 
 
-def _integrity_test(url: str) -> int:
-    """``dbt test`` of the integrity test alone; its exit code (1 when it finds a mismatch)."""
-    env = dict(os.environ, DATABASE_URL=url)
-    return subprocess.run([sys.executable, "-m", "loader", "dbt", "test", "--select", INTEGRITY],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-                          check=False).returncode
+def _integrity_test(url: str) -> str:
+    """``dbt test`` of the integrity test alone (in this process, with the parsed project): its
+    status, ``pass`` or ``fail`` (it found a mismatch); ``error`` if it could not run."""
+    return dbt_in_process(url, "test", "--select", INTEGRITY)[INTEGRITY]
 
 
 def _execute(url: str, sql: str) -> None:
@@ -40,7 +34,7 @@ def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databas
     raw_data.add_deal(conn, "job-1", "acme", "2", T0, T0)
     conn.close()
     build_in_process(url)  # a build on record (loader.dbt_builds)
-    assert _integrity_test(url) == 0
+    assert _integrity_test(url) == "pass"
 
     # A scan finished after that build began, merged by a dbt run the loader did not record.
     conn = connect(url, autocommit=False)
@@ -50,17 +44,17 @@ def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databas
     raw_data.add_deal(conn, "job-2", "acme", "3", later, later)
     conn.close()
     run_loader_cli(url, "dbt", "run", "--select", "scan_jobs", "deals")
-    assert _integrity_test(url) == 0
+    assert _integrity_test(url) == "pass"
 
     # A deal of that scan lost from the mart is found ...
     _execute(url, "delete from analytics.deals where id = '3'")
-    assert _integrity_test(url) == 1
+    assert _integrity_test(url) == "fail"
     build_in_process(url, "--full-refresh")
-    assert _integrity_test(url) == 0
+    assert _integrity_test(url) == "pass"
 
     # ... while one of an earlier scan is left to the full check, which runs when no build is
     # on record (and on every --full-refresh build).
     _execute(url, "delete from analytics.deals where id = '2'")
-    assert _integrity_test(url) == 0
+    assert _integrity_test(url) == "pass"
     _execute(url, "delete from loader.dbt_builds")
-    assert _integrity_test(url) == 1
+    assert _integrity_test(url) == "fail"
