@@ -216,13 +216,16 @@ class Builder:
         hold a builder and run dbt often (the warehouse tests): no start-up per command."""
         with self._lock:
             self._prepare()
-            from dbt.cli.main import dbtRunner
-
             command, *rest = args
-            result = dbtRunner(manifest=self._manifest).invoke(
-                [command, *self._args(), *rest, "--log-level", "none"])
-            _reraise_interrupt(result.exception)
-            return result
+            return self._invoke([command, *self._args(), *rest, "--log-level", "none"])
+
+    def _invoke(self, args: list[str], callbacks: list[Any] | None = None) -> Any:
+        """dbt's ``dbtRunner`` with the parsed project; a Ctrl-C inside dbt raised again."""
+        from dbt.cli.main import dbtRunner
+
+        result = dbtRunner(manifest=self._manifest, callbacks=callbacks).invoke(args)
+        _reraise_interrupt(result.exception)
+        return result
 
     def build(self, *, full_refresh: bool = False, select: list[str] | None = None,
               quiet: bool = False, requested_by: str = "transform",
@@ -268,8 +271,6 @@ class Builder:
     def _build(self, *, full_refresh: bool, select: list[str] | None,
                quiet: bool) -> BuildResult:
         self._prepare()
-        from dbt.cli.main import dbtRunner
-
         fingerprint = None if select else self._views_fingerprint()
         views_skipped = bool(not full_refresh and fingerprint is not None
                              and self._views_current(fingerprint))
@@ -287,9 +288,7 @@ class Builder:
         errors: list[str] = []
         if quiet:
             args += ["--log-level", "none"]
-        result = dbtRunner(manifest=self._manifest,
-                           callbacks=[_collect_errors(errors)]).invoke(args)
-        _reraise_interrupt(result.exception)
+        result = self._invoke(args, callbacks=[_collect_errors(errors)])
         run = result.result
         nodes = list(getattr(run, "results", None) or [])
         timings = dict(sorted(((r.node.name, round(float(r.execution_time), 3)) for r in nodes),
