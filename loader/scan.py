@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -401,7 +402,8 @@ def _settle_committed_jobs(pipeline: dlt.Pipeline) -> list[str]:
     ``started_jobs``, which dlt would load again on resume: the rows' ``_dlt_id`` unique key
     refuses them, and after five retries the package fails for good. A job's rows are all in or
     all out, so its first row's ``_dlt_id`` tells which: present means committed. Returns the
-    job files it completed.
+    job files it completed. The data tables' jobs are csv; dlt writes its own state table's as
+    SQL ``insert_values``, which is read the same way.
     """
     packages = pipeline._get_load_storage().normalized_packages  # noqa: SLF001 - no public API
     settled: list[str] = []
@@ -410,9 +412,10 @@ def _settle_committed_jobs(pipeline: dlt.Pipeline) -> list[str]:
             for relative in packages.list_started_jobs(load_id):
                 file_name = os.path.basename(relative)
                 job = ParsedLoadJobFileName.parse(file_name)
-                if job.file_format != "csv":
-                    continue  # the loader writes csv; anything else is left to dlt's retry
-                dlt_id = _first_dlt_id(packages.storage.make_full_path(relative), job.is_compressed)
+                reader = _FIRST_DLT_ID.get(job.file_format)
+                if reader is None:
+                    continue  # no format of ours: left to dlt's retry
+                dlt_id = reader(packages.storage.make_full_path(relative), job.is_compressed)
                 table = client.make_qualified_table_name(job.table_name)
                 if dlt_id is None or not _scalar(client, "select to_regclass(%s) is not null",
                                                  table):
@@ -442,6 +445,54 @@ def _first_dlt_id(path: str, compressed: bool) -> str | None:
     if not header or not first or "_dlt_id" not in header:
         return None
     return first[header.index("_dlt_id")]
+
+
+#: One SQL literal of a row in dlt's ``insert_values`` files (``escape_postgres_literal``): an
+#: ``E'...'`` string (``''`` and backslash escapes), a plain ``'...'`` string (dates and times),
+#: or a bare word (numbers, NULL, TRUE / FALSE); then the comma or parenthesis after it.
+_SQL_LITERAL = re.compile(
+    r"\s*(?:E'((?:[^'\\]|''|\\.)*)'|'((?:[^']|'')*)'|([^,()'\s][^,()']*?))\s*([,)])", re.S)
+_E_STRING_ESCAPE = re.compile(r"''|\\(.)", re.S)
+_E_STRING_CHARS = {"n": "\n", "r": "\r"}
+
+
+def _first_dlt_id_insert_values(path: str, compressed: bool) -> str | None:
+    """The ``_dlt_id`` of the first row of one of dlt's ``insert_values`` job files (None if it
+    has none). dlt writes ``INSERT INTO {}("col",...)``, a ``VALUES`` line, then a row a line
+    (newlines inside strings are escaped)."""
+    opener = gzip.open if compressed else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
+        insert, _values, row = handle.readline(), handle.readline(), handle.readline()
+    opening, closing = insert.find("("), insert.rfind(")")
+    if opening < 0 or closing < opening or not row.startswith("("):
+        return None
+    columns = next(csv.reader([insert[opening + 1:closing]], quotechar='"'), [])
+    values: list[str | None] = []
+    position = 1
+    while True:
+        literal = _SQL_LITERAL.match(row, position)
+        if literal is None:
+            return None  # not a row as dlt writes them
+        escaped, plain, bare, end = literal.groups()
+        if escaped is not None:
+            values.append(_E_STRING_ESCAPE.sub(
+                lambda m: "'" if m.group(1) is None else _E_STRING_CHARS.get(m.group(1),
+                                                                             m.group(1)),
+                escaped))
+        elif plain is not None:
+            values.append(plain.replace("''", "'"))
+        else:
+            values.append(None if bare.upper() == "NULL" else bare)
+        position = literal.end()
+        if end == ")":
+            break
+    if "_dlt_id" not in columns or len(values) != len(columns):
+        return None
+    return values[columns.index("_dlt_id")]
+
+
+#: How the first row's ``_dlt_id`` is read, per job file format.
+_FIRST_DLT_ID = {"csv": _first_dlt_id, "insert_values": _first_dlt_id_insert_values}
 
 
 def _has_completed_full(pipeline: dlt.Pipeline, conn: psycopg2.extensions.connection) -> bool:

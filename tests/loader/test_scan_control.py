@@ -52,6 +52,13 @@ def _completed_jobs(loader_home: Path, tenant: str, table_prefix: str) -> list[P
                                    f"{table_prefix}*"))
 
 
+def _state_rows(db_conn, tenant: str) -> list[tuple]:
+    """dlt's state rows of a tenant's pipeline, oldest first (``_dlt_id``, ``version``)."""
+    return query(db_conn, "select _dlt_id, version from raw_hubspot._dlt_pipeline_state "
+                          "where pipeline_name = %s order by created_at, _dlt_id",
+                 (f"hubspot_{tenant}",))
+
+
 def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str, str]:
     code = proc.wait(timeout=timeout)
     texts = []
@@ -396,10 +403,12 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
                 dead_scan = query(db_conn, "select scan_id from loader.scan_jobs "
                                            "where organization_id = %s", (tenant,))[0][0]
                 # The other tables' jobs are not held back: let the pipelines' land first (both
-                # tables: dlt loads a root table's and its child table's jobs side by side).
+                # tables: dlt loads a root table's and its child table's jobs side by side), and
+                # dlt's state row (an insert_values job, not csv as the data tables' are).
                 _wait_for(lambda: _completed_jobs(loader_home, tenant, "pipelines.")
-                          and _completed_jobs(loader_home, tenant, "pipelines__stages."),
-                          "the pipelines' load jobs to complete", timeout=60)
+                          and _completed_jobs(loader_home, tenant, "pipelines__stages.")
+                          and _completed_jobs(loader_home, tenant, "_dlt_pipeline_state."),
+                          "the pipelines' and the state's load jobs to complete", timeout=60)
             finally:
                 os.kill(proc.pid, signal.SIGKILL)
                 _finish(proc)
@@ -416,15 +425,20 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
             "the killed loader's database session to end", timeout=60)
         assert _raw_count(db_conn, dead_scan) == 0  # nothing of its deals was committed
         # dlt commits each job file in a transaction of its own, then moves the file from
-        # started_jobs to completed_jobs. Put the committed pipelines jobs back, as a loader
-        # killed between the two leaves them (a window this test once hit only by chance):
-        # loading them again would break the _dlt_id key on every retry.
-        committed = _completed_jobs(loader_home, tenant, "pipelines")
+        # started_jobs to completed_jobs. Put the committed jobs back, as a loader killed between
+        # the two leaves them (a window this test hit only by chance, first with the pipelines'
+        # jobs, then with the state's): loading them again would break the _dlt_id key on every
+        # retry.
+        committed = _completed_jobs(loader_home, tenant, "")
         for job in committed:
             job.rename(job.parent.parent / "started_jobs" / job.name)
+        tables = {job.name.split(".")[0] for job in committed}
+        assert {"pipelines", "pipelines__stages", "_dlt_pipeline_state"} <= tables
+        assert "deals" not in tables
         pipelines_rows = query(db_conn, "select count(*) from raw_hubspot.pipelines "
                                         "where _scan_id = %s", (dead_scan,))[0][0]
-        assert committed and pipelines_rows > 0
+        state_rows = _state_rows(db_conn, tenant)
+        assert pipelines_rows > 0 and state_rows
         rerun = run_loader("run", "--tenant", tenant, "--no-transform", "--json", env=env)
         assert rerun.returncode == 0, rerun.stderr
 
@@ -441,9 +455,12 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
                               "and archived", (dead_scan,))[0][0]
     assert rows == distinct == served + archived
     assert result["mode"] == "incremental" and result["processed_items"] < served
-    # The pipelines the dead loader had committed were not loaded a second time.
+    # The pipelines and the state row the dead loader had committed were not loaded a second
+    # time (the state: its rows then, then the new scan's own).
     assert query(db_conn, "select count(*) from raw_hubspot.pipelines where _scan_id = %s",
                  (dead_scan,))[0][0] == pipelines_rows
+    after = _state_rows(db_conn, tenant)
+    assert after[:len(state_rows)] == state_rows and len(after) >= len(state_rows)
 
 
 # --- many tenants --------------------------------------------------------------------------------
