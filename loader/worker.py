@@ -291,13 +291,20 @@ class Worker:
             self._busy_until.pop(tenant, None)  # a scan of it ended: try its queued one now
 
     def _wait(self, conn: Any) -> None:
-        """Until a notification, a finished scan, a signal, or the next due time."""
+        """Until a notification, a finished scan, a signal, or the next due time.
+
+        Notifications that arrived while the loop ran its queries on ``conn`` are already read
+        off the socket (psycopg2 collects them in ``conn.notifies`` with each query's result):
+        with any there, it does not wait at all. Otherwise a scan queued during a query would
+        wait for the next poll (``--poll``, 5 s)."""
         timeout = self.options.poll
         if self.options.every is not None and not self.options.once:
             timeout = min(timeout, max(0.0, self._next_round - time.monotonic()))
         if self._busy_until:
             soonest = min(self._busy_until.values()) - time.monotonic()
             timeout = min(timeout, max(0.05, soonest))
+        if conn.notifies:
+            timeout = 0.0
         try:
             ready, _, _ = select.select([conn, self._wake_r], [], [], timeout)
         except InterruptedError:
@@ -306,9 +313,9 @@ class Worker:
             os.read(self._wake_r, 4096)
         if conn in ready:
             conn.poll()
-            for notify in conn.notifies:
-                self._on_notify(notify.payload)
-            conn.notifies.clear()
+        for notify in conn.notifies:
+            self._on_notify(notify.payload)
+        conn.notifies.clear()
         now = time.monotonic()
         self._busy_until = {t: u for t, u in self._busy_until.items() if u > now}
 
@@ -362,25 +369,38 @@ def _run_queued(job_id: str, url: str, environ: dict[str, str]) -> ScanResult:
     return run_queued_scan(job_id, url)
 
 
+#: Seconds between checks when no notification comes (a safety net: every change notifies).
+RECHECK_SECONDS = 1.0
+
+
 def _wait_on(conn: Any, channel: str, check: Callable[[], Any], *, timeout: float | None,
-             timed_out: Callable[[], str]) -> Any:
+             timed_out: Callable[[], str], recheck: float | None = RECHECK_SECONDS) -> Any:
     """Call ``check`` until it returns something other than None, waking when ``channel`` is
-    notified (``conn`` in autocommit) or every second; returns that. Raises
-    :class:`LoaderError` with ``timed_out()`` once ``timeout`` seconds have passed."""
+    notified (``conn`` in autocommit) or every ``recheck`` seconds (None: only when notified);
+    returns that. Raises :class:`LoaderError` with ``timed_out()`` once ``timeout`` seconds
+    have passed.
+
+    ``check`` queries on ``conn``, and psycopg2 collects the notifications that arrive meanwhile
+    in ``conn.notifies`` (they are off the socket then, and would not wake ``select``): those
+    make it check again at once. Without that, a job that ended during a check was seen only at
+    the next recheck: ``submit --wait`` exited up to a second late."""
     deadline = None if timeout is None else time.monotonic() + timeout
     with conn.cursor() as cur:
         cur.execute(f"listen {channel}")
     try:
         while True:
+            conn.notifies.clear()  # from here on, a notification means: check again
             result = check()
             if result is not None:
                 return result
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise LoaderError(timed_out())
-            select.select([conn], [], [], 1.0 if left is None else min(1.0, left))
+            if conn.notifies:
+                continue  # notified while checking
+            waits = [w for w in (recheck, left) if w is not None]
+            select.select([conn], [], [], min(waits) if waits else None)
             conn.poll()
-            conn.notifies.clear()
     finally:
         with conn.cursor() as cur:
             cur.execute(f"unlisten {channel}")
