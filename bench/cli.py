@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             bench.sections["setup"]["postgres"] = cur.fetchone()[0]
 
         scans.warm_up(env, sandbox, "bench-warm")
+        bench.sections["setup"]["sandbox_search_columns_seconds"] = \
+            sandbox.build_search_columns(tenants)
 
         def source() -> dict[str, Any]:
             # The first pass makes the sandbox render every page, as the scan's requests do (the
@@ -216,6 +218,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             w_inc["changed_deals"] = changed
             w_inc["requests_ratio"] = round(w_inc["requests"] / w_full["requests"], 4)
             w_inc["seconds_ratio"] = round(w_inc["seconds"] / w_full["seconds"], 4)
+            if w_inc.get("queued_to_done_seconds") and w_full.get("queued_to_done_seconds"):
+                w_inc["queued_to_done_ratio"] = round(
+                    w_inc["queued_to_done_seconds"] / w_full["queued_to_done_seconds"], 4)
             w_dbt_inc["ratio_to_full"] = round(w_dbt_inc["seconds"] / w_dbt_full["seconds"], 3)
             if src and sink:
                 lower = min(src["deals_per_s"], sink["deals_per_s"])
@@ -378,6 +383,10 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{_fmt(_get(s, 'worker.incremental_scan.changed_deals'))} deals changed")
         row("worker", "incremental s / full", "worker.incremental_scan.seconds_ratio",
             f"requests / full {_fmt(_get(s, 'worker.incremental_scan.requests_ratio'))}")
+        row("worker", "incremental queued→done s", "worker.incremental_scan.queued_to_done_seconds",
+            f"/ full's {_fmt(_get(s, 'worker.full_scan.queued_to_done_seconds'))} s: "
+            f"{_fmt(_get(s, 'worker.incremental_scan.queued_to_done_ratio'))} (without submit's "
+            f"start-up)")
         row("worker", "dbt full build s", "worker.dbt_full.seconds",
             "transform --on-worker --full-refresh")
         row("worker", "dbt incremental s", "worker.dbt_incremental.seconds",

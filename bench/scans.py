@@ -40,6 +40,18 @@ def _landed(env: BenchEnv, results: list[dict[str, Any]]) -> int:
         return int(cur.fetchone()[0])
 
 
+def _queued_to_done(env: BenchEnv, results: list[dict[str, Any]]) -> float | None:
+    """Seconds from the first of the scans' jobs being queued to the last one ending, from
+    ``loader.scan_jobs``: the worker's part of a ``submit --wait`` (without the command's own
+    start-up and exit)."""
+    job_ids = [r["job_id"] for r in results if r.get("job_id")]
+    with env.cursor() as cur:
+        cur.execute("select extract(epoch from max(completed_at) - min(created_at)) "
+                    "from loader.scan_jobs where id = any(%s)", (job_ids,))
+        seconds = cur.fetchone()[0]
+    return None if seconds is None else round(float(seconds), 3)
+
+
 def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, what: str,
          full_refresh: bool = False, timeout: float | None = None, concurrency: int = 0
          ) -> dict[str, Any]:
@@ -284,6 +296,7 @@ class WorkerRun:
             "deals": deals,
             "requests": self.sandbox.requests_total(self.tenants) - before,
             "seconds": round(run.seconds, 3),
+            "queued_to_done_seconds": _queued_to_done(self.env, results),
             "deals_per_s": round(deals / run.seconds, 1) if run.seconds else None,
             "modes": sorted({str(r.get("mode")) for r in results}),
             "worker_cpu_seconds": round(self.cpu_seconds() - cpu, 2),

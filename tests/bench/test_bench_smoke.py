@@ -76,9 +76,14 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert worker["dbt_incremental"]["requested_by"] == "worker"
     assert worker["dbt_incremental"]["full_refresh"] is False
     for path in ("incremental_scan.seconds_ratio", "dbt_incremental.ratio_to_full",
-                 "full_scan.ratio_to_lower_ceiling", "full_scan.worker_cpu_seconds"):
+                 "full_scan.ratio_to_lower_ceiling", "full_scan.worker_cpu_seconds",
+                 "incremental_scan.queued_to_done_ratio"):
         section, key = path.split(".")
         _number(worker[section][key])
+
+    for scan in ("full_scan", "incremental_scan"):  # the worker's part of the command's time
+        assert 0 < worker[scan]["queued_to_done_seconds"] < worker[scan]["seconds"], scan
+    assert _number(results["meta"]["sandbox_search_columns_seconds"]) > 0
 
     mem = s["memory"]
     assert mem["deals_large"] == 5 * mem["deals_small"]
