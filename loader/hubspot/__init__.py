@@ -92,8 +92,12 @@ class Progress(Protocol):
     def on_total(self, total: int) -> None:
         """HubSpot told how many deals to expect."""
 
-    def on_batch(self, processed: int, failed: int) -> bool:
-        """``processed``/``failed`` more records; return False to stop (the scan was cancelled)."""
+    def taken(self, processed: int, failed: int) -> None:
+        """dlt takes a batch of ``processed``/``failed`` more records (reported, perhaps while
+        the source goes on; :meth:`may_continue` waits for the report)."""
+
+    def may_continue(self) -> bool:
+        """Whether the source may take another batch: False once the scan was cancelled."""
 
     @property
     def cancelled(self) -> bool:
@@ -110,7 +114,10 @@ class _NoProgress:
     def on_total(self, total: int) -> None:
         pass
 
-    def on_batch(self, processed: int, failed: int) -> bool:
+    def taken(self, processed: int, failed: int) -> None:
+        pass
+
+    def may_continue(self) -> bool:
         return True
 
 
@@ -149,16 +156,21 @@ def hubspot_deals(
                     cancelled = True
                     break
                 batch = deal_batch(page[start:start + batch_size], page_stamp)
+                # The last batch's report went out while this one was built: its answer says
+                # whether this one may be taken (a cancelled scan stops at that boundary).
+                if not progress.may_continue():
+                    cancelled = True
+                    break
                 chunk.add(batch)
                 if on_batch is not None:
                     on_batch(batch)
                 if chunk.rows >= YIELD_ROWS:
                     yield from chunk.drain()
-                if not progress.on_batch(batch.stored, len(batch.rejected)):
-                    cancelled = True
-                    break
+                progress.taken(batch.stored, len(batch.rejected))
             if cancelled:
                 break
+        if not cancelled and not progress.may_continue():  # the last batch's report
+            cancelled = True
         yield from chunk.drain()
         if cancelled:
             raise _Cancelled
