@@ -27,6 +27,9 @@ demo: install
 # Each pytest pass gets a base temp folder of its own (the embedded server's data lives there):
 # two sessions sharing pytest's default /tmp/pytest-of-$USER would reset each other's folders.
 TEST_TMP ?= /tmp/loader-pytest-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d' ' -f1)
+# Traversable by all: run as root, the embedded server runs PostgreSQL as another user, who must
+# reach its data folder below here.
+MAKE_TEST_TMP = mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP)
 
 # The embedded pass in two halves of about equal length, each a pytest process of its own
 # (every folder of tests/ is in one; the worker's tests go with the second).
@@ -54,19 +57,19 @@ dbt-build: install
 
 ## pytest: the whole embedded pass in one process
 pytest: install
-	@mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP)
+	@$(MAKE_TEST_TMP)
 	DATABASE_URL= $(PY) -m pytest --basetemp=$(TEST_TMP)/embedded
 
 ## pytest-embedded-1, -2: one half each (the halves of `make test`)
 pytest-embedded-1 pytest-embedded-2: install
-	@mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP)
+	@$(MAKE_TEST_TMP)
 	DATABASE_URL= $(PY) -m pytest --basetemp=$(TEST_TMP)/$(@:pytest-%=%) \
 	  $(EMBEDDED_HALF_$(@:pytest-embedded-%=%))
 
 pytest-pg15: install
 	@if $(PY) -c "import psycopg2; psycopg2.connect('$(PG15_URL)', connect_timeout=3).close()" 2>/dev/null; then \
 	  echo "== pytest against PostgreSQL at $(PG15_URL) =="; \
-	  mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP) && \
+	  $(MAKE_TEST_TMP) && \
 	  DATABASE_URL=$(PG15_URL) $(PY) -m pytest -m "not embedded_only" --basetemp=$(TEST_TMP)/pg15; \
 	else echo "== PostgreSQL at $(PG15_URL) not reachable: skipping the second database run =="; fi
 
