@@ -76,9 +76,9 @@ class JobProgress:
         self.cancelled = False
         self._bar: Any = None
         self._writer: ThreadPoolExecutor | None = None
-        #: Writes submitted and not yet awaited, in order; the flag marks those that read the
-        #: job's status back.
-        self._inflight: list[tuple[Future[Any], bool]] = []
+        #: Writes submitted and not yet awaited, in order (``set_progress``'s answer is the job's
+        #: status; ``set_total``'s is None).
+        self._inflight: list[Future[Any]] = []
         if show:
             from .report import scan_progress_bar
 
@@ -86,17 +86,16 @@ class JobProgress:
             self._task = self._bar.add_task(f"{job.tenant_id}: deals", total=None)
             self._bar.start()
 
-    def _submit(self, reads_status: bool, fn: Callable[..., Any], *args: Any) -> None:
+    def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1,
                                               thread_name_prefix=f"progress-{self.job.tenant_id}")
-        self._inflight.append((self._writer.submit(fn, self.conn, self.job, *args),
-                               reads_status))
+        self._inflight.append(self._writer.submit(fn, self.conn, self.job, *args))
 
     def on_total(self, total: int) -> None:
         """HubSpot told how many deals to expect (the search API's ``total``)."""
         self.total = max(self.total, total)
-        self._submit(False, scan_jobs.set_total, self.total)
+        self._submit(scan_jobs.set_total, self.total)
         if self._bar is not None:
             self._bar.update(self._task, total=self.total)
 
@@ -108,15 +107,14 @@ class JobProgress:
         if self._bar is not None:
             done = self.processed + self.failed
             self._bar.update(self._task, completed=done, total=max(self.total, done) or None)
-        self._submit(True, scan_jobs.set_progress, self.processed, self.failed)
+        self._submit(scan_jobs.set_progress, self.processed, self.failed)
 
     def may_continue(self) -> bool:
         """Wait for the writes in flight (raising what failed in them); False once the job was
         cancelled, by ``cancel`` or here (stop before taking another batch)."""
         inflight, self._inflight = self._inflight, []
-        for future, reads_status in inflight:
-            status = future.result()
-            if reads_status and status == "cancelled":
+        for future in inflight:
+            if future.result() == "cancelled":
                 self.cancelled = True
         return not self.cancelled
 
@@ -132,7 +130,7 @@ class JobProgress:
     def close(self) -> None:
         """Wait for the writes in flight (their errors are left to :meth:`flush`, which writes
         the counters again on the same connection) and stop the writer thread."""
-        for future, _ in self._inflight:
+        for future in self._inflight:
             try:
                 future.result()
             except Exception:  # noqa: BLE001 - flush() meets the same failure, and reports it
