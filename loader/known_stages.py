@@ -4,36 +4,57 @@ stage changes, so for every other changed deal the history we hold is still comp
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg2.errors
 
 from . import db
 
-StageLookup = Callable[[Sequence[str]], dict[str, str | None]]
 
-
-def stage_lookup(url: str, tenant_id: str) -> StageLookup:
-    """A function mapping deal ids to their stored ``dealstage`` in ``analytics.deals``.
+class StageLookup:
+    """Maps deal ids to their stored ``dealstage`` in ``analytics.deals``, for one tenant.
 
     Deals absent from the warehouse are absent from the result (their history is fetched).
-    If the mart does not exist yet, every lookup returns nothing.
+    Until the mart exists, every lookup returns nothing. One connection, opened at the first
+    lookup, serves every page of the scan (a connection costs the server about 2.5 ms of CPU,
+    and a scan looks up every page it searched); :meth:`close` ends it.
     """
 
-    def lookup(ids: Sequence[str]) -> dict[str, str | None]:
+    def __init__(self, url: str, tenant_id: str) -> None:
+        self.url, self.tenant_id = url, tenant_id
+        self._conn: Any = None
+        self._mart_exists = False
+
+    def __call__(self, ids: Sequence[str]) -> dict[str, str | None]:
         if not ids:
             return {}
-        conn = db.connect(url)
-        try:
-            with conn, conn.cursor() as cur:
+        if self._conn is None:
+            self._conn = db.connect(self.url, autocommit=True)
+        with self._conn.cursor() as cur:
+            if not self._mart_exists:  # once there, a build replaces it but never drops it
                 cur.execute("select to_regclass('analytics.deals') is not null")
-                if not cur.fetchone()[0]:
+                self._mart_exists = bool(cur.fetchone()[0])
+                if not self._mart_exists:
                     return {}
+            try:
                 cur.execute(
                     "select id, dealstage from analytics.deals "
                     "where _tenant_id = %s and id = any(%s)",
-                    (tenant_id, list(ids)),
+                    (self.tenant_id, list(ids)),
                 )
-                return dict(cur.fetchall())
-        finally:
-            conn.close()
+            except psycopg2.errors.UndefinedTable:  # dropped by hand since: as if never built
+                self._mart_exists = False
+                return {}
+            return dict(cur.fetchall())
 
-    return lookup
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> StageLookup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

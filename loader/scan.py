@@ -29,7 +29,7 @@ from .errors import LoaderError
 from .hubspot import SOURCE_NAME, hubspot_deals
 from .hubspot.helpers import HubSpotClient
 from .hubspot.pacer import RequestPacer
-from .known_stages import stage_lookup
+from .known_stages import StageLookup
 from .runner import (
     CTRL_C_REASON,
     RAW_DATASET,
@@ -284,24 +284,29 @@ def _dlt_credentials(url: str) -> Any:
 
 
 def run_scan(options: ScanOptions, url: str | None = None, *,
-             queued_job_id: str | None = None) -> ScanResult:
+             queued_job_id: str | None = None,
+             conn: psycopg2.extensions.connection | None = None) -> ScanResult:
     """Run one tenant's scan end to end (without dbt).
 
     Raises :class:`LoaderError` only when no job could be started (no token, the tenant is
     already being scanned (:class:`TenantBusy`), no database); a scan that started always ends
     its job ``completed``, ``failed`` or ``cancelled`` and comes back as a result. Ctrl-C ends
     the job ``cancelled`` and is re-raised. With ``queued_job_id`` the scan is that queued job
-    (``submit``) rather than a new one; a job no longer queued comes back ``skipped``.
+    (``submit``) rather than a new one; a job no longer queued comes back ``skipped``. The job
+    is recorded through ``conn`` when given (the caller's, left open), else a connection of its
+    own.
     """
     tenant = tenants.resolve(options.tenant_id)
     token = tenant.access_token()
     url = url or db.database_url()
-    conn = db.connect(url)
+    own_conn = conn is None
+    conn = db.connect(url) if conn is None else conn
     try:
         scan_jobs.ensure_schema(conn)
         lock = acquire_tenant_lock(url, tenant.id)
     except BaseException:
-        conn.close()
+        if own_conn:
+            conn.close()
         raise
     started = time.monotonic()
     try:
@@ -344,6 +349,7 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
         progress = JobProgress(conn, job, options.batch_size, options.show_progress)
         client = HubSpotClient(options.api_base_url, token, tenant.id, pacer=RequestPacer())
         ctrl_c = _CtrlCCancels(progress, job)
+        known_stages = StageLookup(url, tenant.id)
         try:
             ctrl_c.install()
             if status_now == "cancelled":
@@ -365,7 +371,7 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
                     progress=progress,
                     scan_started_at=datetime.now(UTC),
                     batch_size=options.batch_size,
-                    known_stages=stage_lookup(url, tenant.id),
+                    known_stages=known_stages,
                 )
                 pipeline.run(source, loader_file_format=options.loader_file_format)
         except (PipelineStepFailed, LoaderError) as exc:
@@ -381,6 +387,7 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
             error = f"tenant {tenant.id}: unexpected {type(exc).__name__}: {_one_line(exc)}"
         finally:
             ctrl_c.uninstall()
+            known_stages.close()
             progress.close()
         progress.flush()
         if user_interrupt is not None:
@@ -410,7 +417,8 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
         )
     finally:
         lock.close()
-        conn.close()
+        if own_conn:
+            conn.close()
 
 
 def _finish_pending_load(pipeline: dlt.Pipeline) -> list[str]:
@@ -644,7 +652,7 @@ def run_queued_scan(job_id: str, url: str) -> ScanResult:
         if row["status"] != "pending" or row["scan_type"] != scan_jobs.QUEUED_TYPE:
             return skipped_result(options, job_id, f"scan {row['scan_id']} is {row['status']}")
         try:
-            return run_scan(options, url, queued_job_id=job_id)
+            return run_scan(options, url, queued_job_id=job_id, conn=conn)
         except TenantBusy as exc:
             return skipped_result(options, job_id, str(exc), status="busy")
         except Exception as exc:  # noqa: BLE001 - the queued job must not stay queued
