@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
+import pytest
 from dlt.common.configuration.specs import RuntimeConfiguration, base_configuration
 from dlt.common.configuration.specs.base_configuration import SecretSentinel
 from dlt.common.schema import Schema
@@ -108,3 +109,50 @@ def test_a_live_schema_is_read_again_only_when_its_file_changed(tmp_path: Path,
     storage.set_live_schema(stale)
     assert "newer" in storage["hubspot"].tables and storage["hubspot"] is first
     assert reads == ["hubspot"] * 5
+
+
+def _typeddicts(*modules) -> list[type]:
+    from dlt.common.typing import is_typeddict
+
+    return [value for module in modules for value in vars(module).values()
+            if isinstance(value, type) and is_typeddict(value)]
+
+
+def test_spec_type_hints_are_dlts_for_every_spec_of_the_schema_and_normalizers() -> None:
+    from dlt.common import validation
+    from dlt.common.normalizers import typing as normalizers_typing
+    from dlt.common.schema import typing as schema_typing
+
+    cached = validation.get_type_hints
+    original = cached.__wrapped_original__
+    specs = _typeddicts(schema_typing, normalizers_typing)
+    assert len(specs) > 10 and schema_typing.TTableSchema in specs
+    for spec in specs:
+        namespace = vars(sys.modules[spec.__module__])
+        for _ in range(2):  # computed, then kept
+            hints = cached(spec, globalns=namespace)
+            assert hints == original(spec, globalns=namespace), spec
+        hints.clear()  # a caller's copy: the next caller still gets every field
+        assert cached(spec, globalns=namespace) == original(spec, globalns=namespace)
+    # A namespace other than the spec's own module is not kept.
+    assert cached(schema_typing.TColumnSchema, globalns={}) == original(
+        schema_typing.TColumnSchema, globalns={})
+    dlt_speedups.install()  # again: not wrapped twice
+    assert validation.get_type_hints is cached
+
+
+def test_schema_validation_still_rejects_what_dlt_rejects() -> None:
+    from dlt.common.exceptions import DictValidationException
+    from dlt.common.schema.typing import TTableSchema
+    from dlt.common.validation import validate_dict
+
+    good = {"name": "deals", "columns": {"id": {"name": "id", "data_type": "text"}}}
+    for _ in range(2):
+        validate_dict(TTableSchema, good, ".")
+        with pytest.raises(DictValidationException, match="unexpected fields"):
+            validate_dict(TTableSchema, {**good, "no_such_hint": 1}, ".")
+        with pytest.raises(DictValidationException, match="name"):
+            validate_dict(TTableSchema, {**good, "name": 7}, ".")
+        with pytest.raises(DictValidationException, match="data_type"):
+            validate_dict(TTableSchema, {"name": "deals", "columns": {
+                "id": {"name": "id", "data_type": "no_such_type"}}}, ".")
