@@ -12,6 +12,7 @@ ids), so the queries can be measured at 1,000,000 deals without scanning them; t
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 from typing import Any
@@ -174,11 +175,15 @@ def _time_pair(env: BenchEnv, params: list[dict[str, Any]], repeats: int
                ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
     """Each query timed as the owner and as the analyst, run by run in turn (which of the two
     goes first alternates), so that both see the same moment's machine: two passes minutes apart
-    compared the machine's load as much as RLS. Returns (owner, analyst) timings in ms."""
+    compared the machine's load as much as RLS. Python's garbage collector is off while they
+    run, as ``timeit`` has it (the rows fetched are freed as they go; a collection pass in the
+    middle of one timing is client noise). Returns (owner, analyst) timings in ms."""
     owner_conn = env.connect(autocommit=True)
     analyst_conn = env.connect(autocommit=True)
     owner: dict[str, list[float]] = {name: [] for name in QUERIES}
     rls: dict[str, list[float]] = {name: [] for name in QUERIES}
+    gc.collect()
+    gc.disable()
     try:
         with owner_conn.cursor() as owner_cur, analyst_conn.cursor() as analyst_cur:
             analyst_cur.execute(f"set role {BENCH_LOGIN}")
@@ -196,6 +201,7 @@ def _time_pair(env: BenchEnv, params: list[dict[str, Any]], repeats: int
                         if k >= 3:  # the first runs warm the cache
                             timings.append(elapsed)
     finally:
+        gc.enable()
         owner_conn.close()
         analyst_conn.close()
     return owner, rls
