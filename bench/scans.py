@@ -95,17 +95,23 @@ def warm_up(env: BenchEnv, sandbox: Sandbox, tenant: str) -> None:
 def change_deals(env: BenchEnv, sandbox: Sandbox, tenants: list[str], fraction: float
                  ) -> int:
     """Change ``fraction`` of each tenant's live deals in the sandbox (spread evenly over the id
-    range): half get a new next step and amount, half move stage. Returns how many changed."""
+    range): half get a new next step and amount, half move to another stage of the default
+    pipeline (from the stage their latest landed version has: a move every time, so each round
+    fetches their stage history as a real stage change does). Returns how many changed."""
     step = max(1, round(1 / fraction))
     work: list[tuple[str, str, dict[str, str]]] = []
     with env.cursor() as cur:
         for tenant in tenants:
-            cur.execute("select distinct id from raw_hubspot.deals "
-                        "where _tenant_id = %s and not archived order by id", (tenant,))
-            ids = [r[0] for r in cur.fetchall()][::step]
-            for n, deal_id in enumerate(ids):
+            cur.execute("select distinct on (id) id, properties->>'pipeline', "
+                        "properties->>'dealstage' from raw_hubspot.deals "
+                        "where _tenant_id = %s and not archived "
+                        "order by id, _extracted_at desc", (tenant,))
+            rows = cur.fetchall()[::step]
+            for n, (deal_id, pipeline, stage) in enumerate(rows):
+                moved = ("decisionmakerboughtin"
+                         if (pipeline, stage) == ("default", "contractsent") else "contractsent")
                 props = ({"hs_next_step": f"bench follow-up {n}", "amount": str(1000 + n)}
-                         if n % 2 == 0 else {"pipeline": "default", "dealstage": "contractsent"})
+                         if n % 2 == 0 else {"pipeline": "default", "dealstage": moved})
                 work.append((tenant, deal_id, props))
     local = threading.local()
 
