@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 
 # The loader's own modules byte-compiled (only what changed): an editable install does not, and
 # where PYTHONDONTWRITEBYTECODE=1 (common in containers) Python never caches them, so each
-# `python -m loader` compiled them again (14 ms of a `submit`'s start-up).
+# `python -m loader` compiled them again (13 ms of a `submit`'s start-up).
 install: $(VENV)/.installed
 	@$(PY) -m compileall -q loader bench
 
