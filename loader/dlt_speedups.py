@@ -154,7 +154,8 @@ def _keep_spec_type_hints() -> None:
     original = validation.get_type_hints
     if hasattr(original, "__wrapped_original__"):
         return
-    known: dict[tuple[Any, int], dict[str, Any]] = {}
+    #: (spec, whether its module's namespace was passed) -> its hints.
+    known: dict[tuple[Any, bool], dict[str, Any]] = {}
 
     @functools.wraps(original)
     def get_type_hints(spec: Any, globalns: Any = None, **kwargs: Any) -> Any:
@@ -162,7 +163,7 @@ def _keep_spec_type_hints() -> None:
         if kwargs or not isinstance(spec, type) or (
                 globalns is not None and (module is None or globalns is not vars(module))):
             return original(spec, globalns=globalns, **kwargs)
-        key = (spec, id(globalns))  # None, or its module's namespace (which lives as long)
+        key = (spec, globalns is not None)  # None, or the namespace of the spec's module
         hints = known.get(key)
         if hints is None:
             hints = known[key] = original(spec, globalns=globalns)

@@ -52,9 +52,3 @@ class StageLookup:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    def __enter__(self) -> StageLookup:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
