@@ -8,6 +8,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -26,7 +27,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from . import db, dlt_speedups, scan_jobs, settings, tenants
 from .destination import CachedPostgres
 from .errors import LoaderError
-from .hubspot import SOURCE_NAME, hubspot_deals
+from .hubspot import SOURCE_NAME, SPOOL_DIR, hubspot_deals
 from .hubspot.helpers import HubSpotClient
 from .hubspot.pacer import RequestPacer
 from .known_stages import StageLookup
@@ -220,8 +221,9 @@ DLT_PERFORMANCE_DEFAULTS = {
     "DATA_WRITER__DISABLE_COMPRESSION": "true",
     "DATA_WRITER__BUFFER_MAX_ITEMS": "1000",
     "NORMALIZE__WORKERS": "1",
-    # The source yields Arrow tables (see hubspot/records.py); dlt stamps their rows with the
-    # load id as it does for the rows of dicts it normalises itself.
+    # The source writes its own csv files with the load id (hubspot/__init__.py, ``_Spool``).
+    # Packages that an earlier version extracted as Arrow (parquet) and left pending still
+    # need dlt to stamp their rows with it.
     "NORMALIZE__PARQUET_NORMALIZER__ADD_DLT_LOAD_ID": "true",
 }
 
@@ -315,6 +317,8 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
         for scan_id in interrupted:
             logger.warning("tenant %s: scan %s was interrupted; marked failed", tenant.id, scan_id)
         pipeline = make_pipeline(tenant.id, url)
+        # The csv files a killed scan's source was writing (never imported, so never loaded).
+        shutil.rmtree(os.path.join(pipeline.working_dir, SPOOL_DIR), ignore_errors=True)
         error: str | None = None
         user_interrupt: KeyboardInterrupt | None = None
         try:

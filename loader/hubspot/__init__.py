@@ -4,8 +4,10 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
 ``_scan_id``, ``_scan_job_id`` and ``_extracted_at``):
 
 - ``deals``: every deal with all of its properties kept whole as one JSON value; the stage history
-  of ``dealstage`` as the table ``deals_stage_history``. Both are yielded as Arrow tables
-  (``records.deal_batch``), which dlt writes without normalising row by row. The first scan of a
+  of ``dealstage`` as the table ``deals_stage_history``. Both are built as Arrow tables
+  (``records.deal_batch``) and written by the source to csv job files (:class:`_Spool`), which
+  dlt imports into its load package whole: no row passes through dlt's extract or normalize
+  writers, and ``COPY`` loads the files as written. The first scan of a
   tenant (and ``full_refresh``) reads every deal from the list endpoint; later scans search on
   ``hs_lastmodifieddate`` from the cursor (the latest ``updated_at`` stored, kept in the
   resource's state and committed with the rows), re-reading a lookback window for HubSpot's
@@ -19,14 +21,19 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
 
 from __future__ import annotations
 
-import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import dlt
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 from dlt.common.schema.typing import TTableSchemaColumns
+from dlt.common.schema.utils import dlt_load_id_column
 
 from . import settings
 from .helpers import HubSpotClient
@@ -66,6 +73,7 @@ STAGE_HISTORY_COLUMNS: TTableSchemaColumns = {
     "_dlt_id": {"data_type": "text", "nullable": False, "unique": True, "row_key": True},
 }
 
+REJECTED_TABLE = "deals_rejected"
 REJECTED_COLUMNS: TTableSchemaColumns = {
     "deal_id": {"data_type": "text"},
     "reason": {"data_type": "text", "nullable": False},
@@ -74,16 +82,20 @@ REJECTED_COLUMNS: TTableSchemaColumns = {
 }
 
 
-class _ArrowJsonHintFilter(logging.Filter):
-    """Drops dlt's warning, logged for every Arrow batch, that a column hint overrides the Arrow
-    type: ``properties`` is JSON text in Arrow (which has no JSON type dlt maps) and the ``json``
-    hint types it ``jsonb`` in PostgreSQL, as intended."""
+#: The load id column dlt's normaliser adds to every row (the spool writes it itself).
+LOAD_ID_FIELD = pa.field("_dlt_load_id", pa.string(), nullable=False)
+_LOAD_ID_COLUMN = dlt_load_id_column()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "when merging arrow schema with dlt schema" not in str(record.msg)
+#: The columns of the tables the spool writes, as their csv files have them.
+_SPOOLED_COLUMNS: dict[str, TTableSchemaColumns] = {
+    "deals": {**DEAL_COLUMNS, "_dlt_id": {"data_type": "text", "nullable": False},
+              "_dlt_load_id": _LOAD_ID_COLUMN},
+    STAGE_HISTORY_TABLE: {**STAGE_HISTORY_COLUMNS, "_dlt_load_id": _LOAD_ID_COLUMN},
+}
 
-
-logging.getLogger("dlt").addFilter(_ArrowJsonHintFilter())
+#: dlt's csv format for PostgreSQL (``CsvFormatConfiguration``'s defaults: comma, header,
+#: quoting where needed), which its ``COPY`` job reads.
+_CSV_OPTIONS = pa_csv.WriteOptions(include_header=True, delimiter=",", quoting_style="needed")
 
 
 class Progress(Protocol):
@@ -144,40 +156,45 @@ def hubspot_deals(
     def emit(
         pages: Iterable[list[dict[str, Any]]], on_batch: Callable[[DealBatch], None] | None = None
     ) -> Iterator[Any]:
-        """Yield the batches' tables, reporting each batch; stop at a batch boundary once
-        cancelled. Batches are handed to dlt in chunks of about ``YIELD_ROWS`` deals (dlt's
-        per-item cost for Arrow tables is fixed); what was reported is always yielded."""
-        chunk = _Chunk()
+        """Write the batches to a spool, reporting each batch; stop at a batch boundary once
+        cancelled. The spool's files are handed to dlt when the pages end or the scan was
+        cancelled: what was reported is always yielded. On an error nothing is: the extract
+        step fails, and dlt commits nothing of a failed extract."""
+        spool = _Spool()
         cancelled = False
-        for page in pages:
-            page_stamp = Stamp(tenant_id, scan_id, scan_job_id)  # one extraction time per page
-            for start in range(0, len(page), batch_size):
-                if progress.cancelled:  # noticed by another resource (dlt interleaves them)
-                    cancelled = True
+        try:
+            for page in pages:
+                page_stamp = Stamp(tenant_id, scan_id, scan_job_id)  # one extraction time a page
+                for start in range(0, len(page), batch_size):
+                    if progress.cancelled:  # noticed by another resource (dlt interleaves them)
+                        cancelled = True
+                        break
+                    batch = deal_batch(page[start:start + batch_size], page_stamp)
+                    # The last batch's report went out while this one was built: its answer
+                    # says whether this one may be taken (a cancelled scan stops there).
+                    if not progress.may_continue():
+                        cancelled = True
+                        break
+                    spool.add(batch)
+                    if on_batch is not None:
+                        on_batch(batch)
+                    if len(spool.rejected) >= YIELD_ROWS:
+                        yield from spool.drain_rejected()
+                    progress.taken(batch.stored, len(batch.rejected))
+                if cancelled:
                     break
-                batch = deal_batch(page[start:start + batch_size], page_stamp)
-                # The last batch's report went out while this one was built: its answer says
-                # whether this one may be taken (a cancelled scan stops at that boundary).
-                if not progress.may_continue():
-                    cancelled = True
-                    break
-                chunk.add(batch)
-                if on_batch is not None:
-                    on_batch(batch)
-                if chunk.rows >= YIELD_ROWS:
-                    yield from chunk.drain()
-                progress.taken(batch.stored, len(batch.rejected))
-            if cancelled:
-                break
-        if not cancelled and not progress.may_continue():  # the last batch's report
-            cancelled = True
-        yield from chunk.drain()
+            if not cancelled and not progress.may_continue():  # the last batch's report
+                cancelled = True
+            yield from spool.drain()
+        finally:
+            spool.close()
         if cancelled:
             raise _Cancelled
 
-    # Tables and their columns are given per item (``_to_table``): one resource yields deals,
-    # their stage history and rejected records.
-    @dlt.resource(name="deals", write_disposition="append")
+    # Tables and their columns are given per item (``_table_of``, ``_columns_of``): one resource
+    # yields deals, their stage history and rejected records.
+    @dlt.resource(name="deals", table_name=_table_of, columns=_columns_of,
+                  write_disposition="append")
     def deals() -> Iterator[Any]:
         state = dlt.current.resource_state()
         cursor = _stored_cursor(state)
@@ -207,7 +224,8 @@ def hubspot_deals(
         if not incremental:
             state["full_scan_completed"] = True
 
-    @dlt.resource(name="archived_deals", table_name="deals", write_disposition="append")
+    @dlt.resource(name="archived_deals", table_name=_table_of, columns=_columns_of,
+                  write_disposition="append")
     def archived_deals() -> Iterator[Any]:
         state = dlt.current.resource_state()
         through = None if full_refresh else _as_datetime(state.get("archived_through"))
@@ -249,47 +267,107 @@ def hubspot_deals(
     return deals, archived_deals, pipelines
 
 
-#: Deals handed to dlt at once: dlt computes and checks the table schema for every Arrow item.
+#: Rejected records handed to dlt at once (as rows: they are few, and dlt normalises them).
 YIELD_ROWS = 1_000
 
+#: Where the source writes its csv job files: a folder of the pipeline's working folder (so that
+#: dlt's import is a hard link, not a copy). A scan removes what a killed one left there.
+SPOOL_DIR = "spool"
 
-class _Chunk:
-    """Batches waiting to be handed to dlt, as one item per table."""
+
+@dataclass(frozen=True)
+class _SpooledFile:
+    """The item that goes with a csv file the source wrote: the table it is for, and its columns
+    (given to dlt as the resource's dynamic hints, see :func:`_table_of`)."""
+
+    table_name: str
+    columns: TTableSchemaColumns
+
+
+def _table_of(item: Any) -> str:
+    """The table an item of the deals resources is for (a spooled file's, else rejected rows)."""
+    return item.table_name if isinstance(item, _SpooledFile) else REJECTED_TABLE
+
+
+def _columns_of(item: Any) -> TTableSchemaColumns:
+    return item.columns if isinstance(item, _SpooledFile) else REJECTED_COLUMNS
+
+
+@dataclass
+class _OpenFile:
+    path: str
+    handle: Any
+    writer: pa_csv.CSVWriter
+    rows: int = 0
+
+    def close(self) -> None:
+        self.writer.close()
+        self.handle.close()
+
+
+class _Spool:
+    """The batches one resource takes, written to csv job files as they come, one per table.
+
+    Yielded to dlt as Arrow tables, every row would be written to parquet in the extract step,
+    read back in the normalize step and written again as csv for PostgreSQL's ``COPY`` (with the
+    ``_dlt_load_id`` column added): a fifth of a full scan's CPU. Here each batch goes to csv
+    once, as dlt's csv writer writes it (pyarrow's writer; a header line, quoting where
+    needed), with the load id of the package being extracted; :meth:`drain` closes the files
+    and yields them for dlt to import into the package (a hard link: dlt's normalize step moves
+    them on as they are). Rejected records are yielded as rows (dlt normalises those itself).
+    :meth:`close` removes what was not imported.
+    """
 
     def __init__(self) -> None:
-        self._clear()
-
-    def _clear(self) -> None:
-        self.deals: list[pa.Table] = []
-        self.history: list[pa.Table] = []
+        self.directory: str | None = None
+        self._load_id: pa.Scalar | None = None
+        self._files: dict[str, _OpenFile] = {}
         self.rejected: list[dict[str, Any]] = []
-        self.rows = 0
 
     def add(self, batch: DealBatch) -> None:
         if batch.stored:
-            self.deals.append(batch.deals)
-        if batch.stage_history is not None:
-            self.history.append(batch.stage_history)
+            self._write("deals", batch.deals)
+        if batch.stage_history is not None and batch.stage_history.num_rows:
+            self._write(STAGE_HISTORY_TABLE, batch.stage_history)
         self.rejected.extend(batch.rejected)
-        self.rows += batch.stored + len(batch.rejected)
+
+    def _write(self, table_name: str, table: pa.Table) -> None:
+        if self._load_id is None:
+            self._load_id = pa.scalar(dlt.current.load_package_state()["load_id"], pa.string())
+            parent = os.path.join(dlt.current.pipeline().working_dir, SPOOL_DIR)
+            os.makedirs(parent, exist_ok=True)
+            self.directory = tempfile.mkdtemp(dir=parent)
+        table = table.append_column(LOAD_ID_FIELD, pa.repeat(self._load_id, table.num_rows))
+        spooled = self._files.get(table_name)
+        if spooled is None:
+            path = os.path.join(self.directory, f"{table_name}.csv")
+            handle = open(path, "wb")  # noqa: SIM115 - closed by drain() or close()
+            spooled = self._files[table_name] = _OpenFile(
+                path, handle, pa_csv.CSVWriter(handle, table.schema, write_options=_CSV_OPTIONS))
+        spooled.writer.write_table(table)
+        spooled.rows += table.num_rows
+
+    def drain_rejected(self) -> Iterator[Any]:
+        if self.rejected:
+            rows, self.rejected = self.rejected, []
+            yield rows
 
     def drain(self) -> Iterator[Any]:
-        if self.deals:
-            yield _to_table(pa.concat_tables(self.deals), "deals", DEAL_COLUMNS)
-        if self.history:
-            yield _to_table(pa.concat_tables(self.history), STAGE_HISTORY_TABLE,
-                            STAGE_HISTORY_COLUMNS)
-        if self.rejected:
-            yield _to_table(self.rejected, "deals_rejected", REJECTED_COLUMNS)
-        self._clear()
+        """Everything added so far: rejected rows, then each table's file, closed, to import."""
+        yield from self.drain_rejected()
+        while self._files:
+            table_name, spooled = self._files.popitem()
+            spooled.close()
+            yield dlt.mark.with_file_import(
+                spooled.path, "csv", spooled.rows,
+                _SpooledFile(table_name, _SPOOLED_COLUMNS[table_name]))
 
-
-def _to_table(item: Any, table_name: str, columns: TTableSchemaColumns) -> Any:
-    """``item`` bound for ``table_name`` with that table's columns (not the resource's)."""
-    return dlt.mark.with_hints(
-        item, dlt.mark.make_hints(table_name=table_name, columns=columns),
-        create_table_variant=True,
-    )
+    def close(self) -> None:
+        for spooled in self._files.values():
+            spooled.close()
+        self._files = {}
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _stored_cursor(state: dict[str, Any]) -> datetime | None:

@@ -1,11 +1,12 @@
 """Turn HubSpot deal objects into raw rows stamped with tenant, scan and extraction time.
 
-A batch of deals becomes Arrow tables (:func:`deal_batch`): dlt writes them to its files as they
-are, without its per-row normalisation, which cost more than a third of a scan's CPU when the
-rows were Python dicts. The tables have the columns dlt's own unnesting gave the raw tables:
-``deals`` with ``properties`` kept whole as one JSON value and a ``_dlt_id`` per row, and the
-stage history as ``deals_stage_history`` rows pointing at their deal's ``_dlt_id``
-(``_dlt_parent_id``, ``_dlt_root_id``) with their place in the list (``_dlt_list_idx``).
+A batch of deals becomes Arrow tables (:func:`deal_batch`), which the source writes to csv job
+files for dlt to import (``_Spool`` in this package): no per-row normalisation by dlt, which
+cost more than a third of a scan's CPU when the rows were Python dicts. The tables have the
+columns dlt's own unnesting gave the raw tables: ``deals`` with ``properties`` kept whole as one
+JSON value and a ``_dlt_id`` per row, and the stage history as ``deals_stage_history`` rows
+pointing at their deal's ``_dlt_id`` (``_dlt_parent_id``, ``_dlt_root_id``) with their place in
+the list (``_dlt_list_idx``).
 """
 
 from __future__ import annotations

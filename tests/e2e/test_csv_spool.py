@@ -1,0 +1,124 @@
+"""The source's own csv job files (``_Spool`` in loader/hubspot): what they carry lands exactly,
+every row belongs to a completed load, and no file outlives its scan.
+
+The deals and their stage history are written to csv by the source and imported into dlt's load
+package whole, so no row passes through dlt's writers: these tests check the outcome in the raw
+tables against what the sandbox serves."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from loader.sandbox import SandboxServer
+from tests.conftest import query, unique_tenant, write_tenants_file
+
+#: Values a csv file has to quote or escape, and text PostgreSQL must get byte for byte.
+AWKWARD = {
+    "dealname": 'say "hi", then leave',
+    "description": 'line one\nline two\r\nthree,\t"four"\\five \\N NULL',
+    "hs_next_step": ",",
+}
+AWKWARD_TOO = {
+    "dealname": "Zürich — 日本 😀 ''",
+    "description": "\\.\n\\.",
+    "hs_next_step": '"',
+}
+
+
+def _scan(run_loader, env: dict[str, str], tenant: str, *extra: str) -> dict:
+    result = run_loader("run", "--tenant", tenant, "--json", "--no-transform", *extra, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout[: result.stdout.rindex("]") + 1])[0]
+
+
+def _spooled_files(loader_home: Path, tenant: str) -> list[str]:
+    spool = loader_home / "dlt" / f"hubspot_{tenant}" / "spool"
+    return [os.path.join(d, f) for d, _, files in os.walk(spool) for f in files]
+
+
+def _latest_raw(db_conn, tenant: str, ids: list[str]) -> dict[str, tuple]:
+    rows = query(db_conn, "select distinct on (id) id, properties, created_at, updated_at "
+                          "from raw_hubspot.deals where _tenant_id = %s and id = any(%s) "
+                          "order by id, updated_at desc, _extracted_at desc", (tenant, ids))
+    return {r[0]: r[1:] for r in rows}
+
+
+def _ms(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_awkward_values_land_exactly_and_no_spooled_file_outlives_its_scan(
+    run_loader, db_conn, loader_home: Path, tmp_path: Path
+) -> None:
+    tenant = unique_tenant("spool")
+    token = "tok-spool-0123456789"
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
+    # What a scan killed while its source was writing would leave behind.
+    leftover = loader_home / "dlt" / f"hubspot_{tenant}" / "spool" / "killed"
+    leftover.mkdir(parents=True)
+    (leftover / "deals.csv").write_text("id\n1\n")
+    with SandboxServer(portals={tenant: token}, deals=300, seed=9) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        portal = sb.portal(tenant)
+        ids = portal.deal_ids()
+        awkward = ids[:4]
+        for deal_id in awkward:
+            portal.update_deal(deal_id, AWKWARD)
+        full = _scan(run_loader, env, tenant)
+        assert full["status"] == "completed" and full["mode"] == "full"
+        assert _spooled_files(loader_home, tenant) == []
+
+        def served(deal_ids: list[str]) -> dict[str, tuple]:
+            deals = {i: portal.deal(i) for i in deal_ids}
+            return {i: (d["properties"], d["createdAt"], d["updatedAt"]) for i, d in deals.items()}
+
+        def landed(deal_ids: list[str]) -> dict[str, tuple]:
+            return {i: (p, _ms(c), _ms(u))
+                    for i, (p, c, u) in _latest_raw(db_conn, tenant, deal_ids).items()}
+
+        assert landed(awkward + ids[-3:]) == served(awkward + ids[-3:])
+        count = query(db_conn, "select count(distinct id) from raw_hubspot.deals "
+                               "where _tenant_id = %s", (tenant,))
+        assert count == [(len(ids) + len(portal.deal_ids(archived=True)),)]
+
+        again = ids[2:6]
+        for deal_id in again:
+            portal.update_deal(deal_id, AWKWARD_TOO)
+        portal.update_deal(ids[7], {"dealstage": "contractsent"})
+        inc = _scan(run_loader, env, tenant, "--lookback-seconds", "0")
+        assert inc["status"] == "completed" and inc["mode"] == "incremental"
+        assert landed(awkward + again + [ids[7]]) == served(awkward + again + [ids[7]])
+        assert _spooled_files(loader_home, tenant) == []
+
+        # A scan that fails after some pages were spooled lands nothing and leaves no file.
+        portal.add_fault("bad_json", path="/crm/v3/objects/deals", method="GET", every=4)
+        failed = run_loader("run", "--tenant", tenant, "--json", "--no-transform",
+                            "--full-refresh", "--batch-size", "20", env=env)
+        assert failed.returncode != 0
+    (job,) = query(db_conn, "select status, scan_id, processed_items from loader.scan_jobs "
+                            "where organization_id = %s order by created_at desc limit 1",
+                   (tenant,))
+    assert job[0] == "failed" and job[2] > 0  # batches were taken before the bad page
+    assert query(db_conn, "select count(*) from raw_hubspot.deals where _scan_id = %s",
+                 (job[1],)) == [(0,)]
+    assert _spooled_files(loader_home, tenant) == []
+
+    # Every row the spool wrote belongs to a load dlt completed; a history row to its deal's.
+    assert query(db_conn, """
+        select count(*) from raw_hubspot.deals as d
+        left join raw_hubspot._dlt_loads as l on l.load_id = d._dlt_load_id and l.status = 0
+        where d._tenant_id = %s and l.load_id is null""", (tenant,)) == [(0,)]
+    assert query(db_conn, """
+        select count(*), count(*) filter (where h._dlt_load_id <> d._dlt_load_id)
+        from raw_hubspot.deals_stage_history as h
+        join raw_hubspot.deals as d on d._dlt_id = h._dlt_parent_id
+        where d._tenant_id = %s""", (tenant,))[0][1] == 0
+    history = query(db_conn, """
+        select count(*) from raw_hubspot.deals_stage_history as h
+        join raw_hubspot.deals as d on d._dlt_id = h._dlt_parent_id
+        where d._tenant_id = %s and d._scan_id = %s and d.id = %s""",
+        (tenant, inc["scan_id"], ids[7]))
+    assert history[0][0] >= 2  # the moved deal's history was read again and landed with it
