@@ -33,11 +33,12 @@ schema, a column, the normalizer config against their ``TypedDict`` specs, and a
 ``typing.get_type_hints`` for the spec's fields on every call (recursively, once per column):
 it evaluates every annotation again each time (dlt's own comment there: "get_type_hints is very
 slow and we possibly should cache the result"). dlt computes a resource's table schema, with
-that validation, for each item the source yields: a tenth of a full scan's Python time (py-spy
-``--gil``). The hints of a spec evaluated in its own module's namespace are the same every time
-(a class's annotations are fixed once it is defined), so ``dlt.common.validation`` gets a
-version that keeps them per spec and hands out a copy; any other call goes to the function as
-before.
+that validation, for each item the source yields (a tenth of a full scan's Python time when the
+source yielded Arrow tables, py-spy ``--gil``; now once per csv file and per rejected row, whose
+table comes from a per-item hint). The hints of a spec evaluated in its own module's
+namespace are the same every time (a class's annotations are fixed once it is defined), so
+``dlt.common.validation`` gets a version that keeps them per spec and hands out a copy; any
+other call goes to the function as before.
 
 Installing twice does nothing.
 """

@@ -27,7 +27,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from . import db, dlt_speedups, scan_jobs, settings, tenants
 from .destination import CachedPostgres
 from .errors import LoaderError
-from .hubspot import SOURCE_NAME, SPOOL_DIR, hubspot_deals
+from .hubspot import SOURCE_NAME, hubspot_deals, spool_dir
 from .hubspot.helpers import HubSpotClient
 from .hubspot.pacer import RequestPacer
 from .known_stages import StageLookup
@@ -318,7 +318,7 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
             logger.warning("tenant %s: scan %s was interrupted; marked failed", tenant.id, scan_id)
         pipeline = make_pipeline(tenant.id, url)
         # The csv files a killed scan's source was writing (never imported, so never loaded).
-        shutil.rmtree(os.path.join(pipeline.working_dir, SPOOL_DIR), ignore_errors=True)
+        shutil.rmtree(spool_dir(pipeline.working_dir), ignore_errors=True)
         error: str | None = None
         user_interrupt: KeyboardInterrupt | None = None
         try:

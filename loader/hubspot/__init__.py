@@ -275,6 +275,11 @@ YIELD_ROWS = 1_000
 SPOOL_DIR = "spool"
 
 
+def spool_dir(working_dir: str) -> str:
+    """The spool folder of a pipeline whose working folder is ``working_dir``."""
+    return os.path.join(working_dir, SPOOL_DIR)
+
+
 @dataclass(frozen=True)
 class _SpooledFile:
     """The item that goes with a csv file the source wrote: the table it is for, and its columns
@@ -310,8 +315,8 @@ class _Spool:
 
     Yielded to dlt as Arrow tables, every row would be written to parquet in the extract step,
     read back in the normalize step and written again as csv for PostgreSQL's ``COPY`` (with the
-    ``_dlt_load_id`` column added): a fifth of a full scan's CPU. Here each batch goes to csv
-    once, as dlt's csv writer writes it (pyarrow's writer; a header line, quoting where
+    ``_dlt_load_id`` column added): a sixth of a full scan's loader CPU. Here each batch goes to
+    csv once, as dlt's csv writer writes it (pyarrow's writer; a header line, quoting where
     needed), with the load id of the package being extracted; :meth:`drain` closes the files
     and yields them for dlt to import into the package (a hard link: dlt's normalize step moves
     them on as they are). Rejected records are yielded as rows (dlt normalises those itself).
@@ -327,14 +332,14 @@ class _Spool:
     def add(self, batch: DealBatch) -> None:
         if batch.stored:
             self._write("deals", batch.deals)
-        if batch.stage_history is not None and batch.stage_history.num_rows:
+        if batch.stage_history is not None:
             self._write(STAGE_HISTORY_TABLE, batch.stage_history)
         self.rejected.extend(batch.rejected)
 
     def _write(self, table_name: str, table: pa.Table) -> None:
         if self._load_id is None:
             self._load_id = pa.scalar(dlt.current.load_package_state()["load_id"], pa.string())
-            parent = os.path.join(dlt.current.pipeline().working_dir, SPOOL_DIR)
+            parent = spool_dir(dlt.current.pipeline().working_dir)
             os.makedirs(parent, exist_ok=True)
             self.directory = tempfile.mkdtemp(dir=parent)
         table = table.append_column(LOAD_ID_FIELD, pa.repeat(self._load_id, table.num_rows))
