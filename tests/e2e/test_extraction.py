@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,17 @@ def _one_portal(tmp_path: Path, prefix: str, **sandbox: Any
         yield tenant, env, sb
 
 
+def _wait_for_the_sandbox_clock(portal: Any, last_changed: str) -> None:
+    """Wait until the wall clock has passed the sandbox's stamp of its latest write.
+
+    The sandbox stamps each write at least a millisecond after the one before, so a burst of
+    500 writes in a few milliseconds is stamped up to half a second ahead of the clock, and a
+    scan that starts within that half second rightly leaves the deals stamped after its start to
+    the next scan (its search ends at its start). HubSpot's stamps never run ahead of time."""
+    stamp = datetime.fromisoformat(portal.deal(last_changed)["updatedAt"]).timestamp()
+    time.sleep(max(0.0, stamp - time.time() + 0.01))
+
+
 def _deals(db_conn, tenant: str) -> list[tuple]:
     return query(db_conn, f"select {CONTENT_COLUMNS} from analytics.deals "
                           "where _tenant_id = %s order by id", (tenant,))
@@ -68,6 +80,7 @@ def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
         changed = portal.deal_ids()[::100]  # 1% of the live deals
         for deal_id in changed:
             portal.update_deal(deal_id, {"hs_next_step": f"call back {deal_id}"})
+        _wait_for_the_sandbox_clock(portal, changed[-1])
         portal.reset_stats()
         inc = _scan(run_loader, env, tenant)
         inc_requests = portal.stats()["requests_total"]
@@ -255,3 +268,4 @@ def test_a_deal_postgresql_cannot_store_is_kept_in_deals_rejected_and_counted(
     landed = {r[0] for r in query(db_conn, "select id from raw_hubspot.deals where _scan_id = %s",
                                   (full["scan_id"],))}
     assert ids[3] not in landed and set(ids) - {ids[3]} <= landed
+
