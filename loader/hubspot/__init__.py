@@ -7,14 +7,15 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
   of ``dealstage`` as the table ``deals_stage_history``. Both are built as Arrow tables
   (``records.deal_batch``) and written by the source to csv job files (:class:`_Spool`), which
   dlt imports into its load package whole: no row passes through dlt's extract or normalize
-  writers, and ``COPY`` loads the files as written. The first scan of a
-  tenant (and ``full_refresh``) reads every deal from the list endpoint; later scans search on
-  ``hs_lastmodifieddate`` from the cursor (the latest ``updated_at`` stored, kept in the
-  resource's state and committed with the rows), re-reading a lookback window for HubSpot's
-  search-index lag. Archived deals are listed each scan too (``archived=true``), so deletions
-  reach the warehouse; an incremental scan lands only those archived since the last complete
-  pass over that list, less the lookback (its own cursor, ``archived_through`` in the state of
-  ``archived_deals``): the others are already stored, and cannot change while archived.
+  writers, and ``COPY`` loads the files as written. The first scan of a tenant (and
+  ``full_refresh``) reads every deal from the list endpoint; later scans search on
+  ``hs_lastmodifieddate`` from the cursor (the latest ``updated_at`` stored, at most the start
+  of a full scan, kept in the resource's state and committed with the rows), re-reading a
+  lookback window for HubSpot's search-index lag. Archived deals are listed each scan too
+  (``archived=true``), so deletions reach the warehouse; an incremental scan lands only those
+  archived since the last complete pass over that list, less the lookback (its own cursor,
+  ``archived_through`` in the state of ``archived_deals``): the others are already stored, and
+  cannot change while archived.
 - ``deals_rejected``: records HubSpot sent that we could not store, kept whole with the reason.
 - ``pipelines``: deal pipelines with their stages (child table ``pipelines__stages``).
 """
@@ -217,8 +218,14 @@ def hubspot_deals(
             state["full_scan_completed"] = False
             progress.on_total(client.count_deals())
             pages = client.list_deals(properties, history_of=history_of)
+        # A full scan's cursor goes no further than the scan's start: a deal changed after its
+        # page was read has an older hs_lastmodifieddate than deals changed later and read
+        # later, so the next scan searches from the start (less the lookback), not from the
+        # newest deal the walk met. (An incremental scan's search ends at its start anyway.)
+        cap_us = None if incremental else int(started.timestamp() * 1_000_000)
         try:
-            yield from emit(pages, lambda batch: _advance_cursor(state, batch.max_updated_us))
+            yield from emit(pages, lambda batch: _advance_cursor(
+                state, _at_most(batch.max_updated_us, cap_us)))
         except _Cancelled:
             return  # what was yielded is loaded; a full scan stays marked incomplete
         if not incremental:
@@ -394,6 +401,10 @@ def _as_datetime(value: Any) -> datetime | None:
 def _lookback_ms(cursor: datetime, lookback_seconds: int) -> int:
     """``cursor`` less the lookback, in epoch ms (never before the epoch)."""
     return int(max(cursor - timedelta(seconds=lookback_seconds), EPOCH).timestamp() * 1000)
+
+
+def _at_most(value: int | None, cap: int | None) -> int | None:
+    return value if value is None or cap is None else min(value, cap)
 
 
 def _advance_cursor(state: dict[str, Any], latest_us: int | None) -> None:

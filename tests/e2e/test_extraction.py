@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -269,3 +270,50 @@ def test_a_deal_postgresql_cannot_store_is_kept_in_deals_rejected_and_counted(
                                   (full["scan_id"],))}
     assert ids[3] not in landed and set(ids) - {ids[3]} <= landed
 
+
+def test_a_change_during_a_full_scan_to_a_deal_already_read_reaches_the_next_scan(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    """A full scan reads each deal once, page by page, over minutes on a large portal. A deal
+    changed after its page was read keeps a modification time older than deals changed later
+    and read later; the next scan must still find it: a full scan's cursor stops at the scan's
+    start (here with no lookback to hide behind)."""
+    with _one_portal(tmp_path, "mid", deals=300, seed=8) as (tenant, env, sb):
+        portal = sb.portal(tenant)
+        ids = sorted(portal.deal_ids(), key=int)  # the list endpoint's order
+        first, last = ids[0], ids[-1]  # on the first page (50 with history) and the last
+        # Six list pages of 0.4 s each: the changes below land between the first and the last.
+        portal.add_fault("delay", delay=0.4, path="/crm/v3/objects/deals", method="GET")
+        outcome: dict[str, Any] = {}
+        scan = threading.Thread(target=lambda: outcome.update(
+            full=_scan(run_loader, env, tenant, "--lookback-seconds", "0")))
+        scan.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _first_batch_taken(db_conn, tenant):
+            time.sleep(0.02)
+        now_ms = int(time.time() * 1000)
+        portal.update_deal(first, {"hs_next_step": "changed after its page was read"},
+                           at_ms=now_ms)
+        portal.update_deal(last, {"hs_next_step": "changed later, read later"},
+                           at_ms=now_ms + 1000)
+        scan.join(timeout=120)
+        portal.clear_faults()
+        assert outcome["full"]["mode"] == "full" and outcome["full"]["status"] == "completed"
+        landed = dict(query(db_conn, "select id, properties->>'hs_next_step' from "
+                                     "raw_hubspot.deals where _scan_id = %s and id = any(%s)",
+                            (outcome["full"]["scan_id"], [first, last])))
+        assert landed[last] == "changed later, read later"  # read after its change
+        assert landed[first] != "changed after its page was read"  # read before it
+        inc = _scan(run_loader, env, tenant, "--lookback-seconds", "0")
+    assert inc["mode"] == "incremental"
+    steps = dict(query(db_conn, "select id, properties->>'hs_next_step' from raw_hubspot.deals "
+                                "where _scan_id = %s", (inc["scan_id"],)))
+    assert steps.get(first) == "changed after its page was read"
+
+
+def _first_batch_taken(db_conn, tenant: str) -> bool:
+    """Whether the tenant's running scan has taken its first batch (counted in its job)."""
+    if query(db_conn, "select to_regclass('loader.scan_jobs')")[0][0] is None:
+        return False
+    return bool(query(db_conn, "select 1 from loader.scan_jobs where organization_id = %s "
+                               "and status = 'running' and processed_items > 0", (tenant,)))
