@@ -25,6 +25,9 @@ from ..settings import DEFAULT_LOOKBACK_SECONDS  # noqa: E402, F401 - one value 
 #: The property whose history becomes ``deal_stage_history``.
 STAGE_PROPERTY = "dealstage"
 
+#: The property every object has: its id (what a walk that needs nothing else asks for).
+ID_PROPERTY = "hs_object_id"
+
 #: HubSpot's cursor property for incremental scans.
 CURSOR_PROPERTY = "hs_lastmodifieddate"
 

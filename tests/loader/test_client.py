@@ -119,3 +119,42 @@ def test_threads_share_one_client(sandbox, portal) -> None:
             lambda n: len(client.get(DEALS, [("limit", str(n))])["results"]), range(5, 13)))
     assert sizes == list(range(5, 13))
     assert portal.stats()["requests_total"] == 8
+
+
+class _RecordingClient(HubSpotClient):
+    """The client as it is, noting the ``properties`` each GET asked for."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.asked: list[str] = []
+
+    def get(self, path, params=()):
+        self.asked += [value for key, value in params if key == "properties"]
+        return super().get(path, params)
+
+
+def test_an_archived_walk_since_a_time_reads_ids_and_only_the_kept_deals_whole() -> None:
+    """An incremental scan lands only the deals archived since its last pass: the walk asks for
+    the ids alone and batch-reads the kept deals, which come out as a whole walk gives them."""
+    with SandboxServer(portals={"a": TOKEN}, deals=400, seed=6) as sb:
+        portal = sb.portal("a")
+        live = sorted(portal.deal_ids(), key=int)
+        now_ms = int(time.time() * 1000)
+        for deal_id in live[:150]:
+            portal.archive_deal(deal_id, at_ms=now_ms - 86_400_000)  # a day ago
+        recent = live[150:160]
+        for deal_id in recent:
+            portal.archive_deal(deal_id, at_ms=now_ms)
+        client = _RecordingClient(sb.base_url, TOKEN, "a")
+        names = client.deal_property_names()
+        whole = {d["id"]: d for page in client.list_deals(names, archived=True) for d in page}
+        client.asked.clear()
+        portal.reset_stats()
+        kept = {d["id"]: d for page in client.list_deals(
+            names, archived=True, archived_since_ms=now_ms - 3_600_000) for d in page}
+        by_path = portal.stats()["requests_by_path"]
+    assert len(whole) >= 160 and set(kept) == set(recent)
+    assert kept == {i: whole[i] for i in recent}  # every property, as the whole walk has them
+    assert set(client.asked) == {"hs_object_id"}  # each page of the walk: the ids alone
+    assert by_path["GET /crm/v3/objects/deals"] == -(-len(whole) // 100)  # pages of 100
+    assert 1 <= by_path["POST /crm/v3/objects/deals/batch/read"] <= 2  # the pages kept ones are on
