@@ -84,6 +84,24 @@ def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, wha
     }
 
 
+def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every number the samples share (the first sample's other values), with
+    ``seconds_min`` / ``seconds_max``, how many samples, and the samples themselves."""
+    out: dict[str, Any] = dict(samples[0])
+    for key, value in samples[0].items():
+        values = [x.get(key) for x in samples]
+        if isinstance(value, int | float) and not isinstance(value, bool) and all(
+                isinstance(v, int | float) for v in values):
+            median = statistics.median(values)
+            out[key] = round(median, 3) if isinstance(median, float) else median
+    seconds = [x["seconds"] for x in samples if isinstance(x.get("seconds"), int | float)]
+    if seconds:
+        out["seconds_min"], out["seconds_max"] = min(seconds), max(seconds)
+    out["samples"] = len(samples)
+    out["rounds"] = samples
+    return out
+
+
 def warm_up(env: BenchEnv, sandbox: Sandbox, tenant: str) -> None:
     """A tiny first scan, so the raw tables exist as after any first scan (``run_many`` runs the
     first tenant alone while they do not)."""

@@ -83,6 +83,14 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
 
     for scan in ("full_scan", "incremental_scan"):  # the worker's part of the command's time
         assert 0 < worker[scan]["queued_to_done_seconds"] < worker[scan]["seconds"], scan
+    # Two rounds with --quick: the figures are their medians, each round kept.
+    for figure in ("incremental_scan", "dbt_incremental"):
+        rounds = worker[figure]["rounds"]
+        assert worker[figure]["samples"] == len(rounds) == 2, figure
+        seconds = sorted(r["seconds"] for r in rounds)
+        assert worker[figure]["seconds"] == round((seconds[0] + seconds[1]) / 2, 3), figure
+        assert (worker[figure]["seconds_min"], worker[figure]["seconds_max"]) == tuple(seconds)
+    assert len({r["build_id"] for r in worker["dbt_incremental"]["rounds"]}) == 2
     assert _number(results["meta"]["sandbox_search_columns_seconds"]) > 0
 
     mem = s["memory"]
