@@ -37,7 +37,7 @@ from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.common.schema.utils import dlt_load_id_column
 
 from . import settings
-from .helpers import HubSpotClient
+from .helpers import HubSpotClient, prefetched
 from .records import DealBatch, Stamp, deal_batch, parse_hubspot_datetime
 
 SOURCE_NAME = "hubspot"
@@ -203,13 +203,15 @@ def hubspot_deals(
         state["last_scan_mode"] = "incremental" if incremental else "full"
 
         if incremental:
+            # The next searched page is fetched while this one's stored stages are looked up
+            # and its history read: the walk's round trips no longer wait on each other's.
             pages = _with_history(
-                client.search_modified(
+                prefetched(client.search_modified(
                     properties,
                     since_ms=_lookback_ms(cursor, lookback_seconds),
                     until_ms=int(started.timestamp() * 1000),
                     on_total=progress.on_total,
-                ),
+                )),
                 client,
                 history_of,
                 known_stages,

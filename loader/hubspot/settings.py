@@ -12,6 +12,10 @@ HISTORY_PAGE_SIZE = 50
 SEARCH_PAGE_SIZE = 200
 BATCH_READ_SIZE = 100
 
+#: Batch reads of one call in flight at once (an incremental scan's stage-history reads for a
+#: searched page; every request still passes the portal's pacer).
+BATCH_READ_CONCURRENCY = 4
+
 #: The search API returns at most this many results for one query; past it, a 400.
 SEARCH_RESULT_CAP = 10_000
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from loader.hubspot.helpers import HubSpotClient, HubSpotError
+from loader.hubspot.helpers import HubSpotClient, HubSpotError, prefetched
 from loader.sandbox import SandboxServer
 
 TOKEN = "tok-client-0123456789"
@@ -158,3 +158,62 @@ def test_an_archived_walk_since_a_time_reads_ids_and_only_the_kept_deals_whole()
     assert set(client.asked) == {"hs_object_id"}  # each page of the walk: the ids alone
     assert by_path["GET /crm/v3/objects/deals"] == -(-len(whole) // 100)  # pages of 100
     assert 1 <= by_path["POST /crm/v3/objects/deals/batch/read"] <= 2  # the pages kept ones are on
+
+
+def test_a_batch_read_of_many_chunks_keeps_their_order_and_fails_whole(sandbox, portal) -> None:
+    """Chunks of a batch read go out side by side (BATCH_READ_CONCURRENCY): the deals come back
+    in the order of the chunks, as one after another would give them, and a chunk HubSpot
+    refuses fails the whole read."""
+    client = _client(sandbox)
+    ids = sorted(portal.deal_ids(), key=int)[:110]  # three chunks of 50 with history
+    one_by_one = [d for start in range(0, 110, 50)
+                  for d in client.read_deals(ids[start:start + 50], ["dealname"],
+                                             history_of=("dealstage",))]
+    portal.reset_stats()
+    together = client.read_deals(ids, ["dealname"], history_of=("dealstage",))
+    assert portal.stats()["requests_total"] == 3
+    assert together == one_by_one and [d["id"] for d in together] == ids
+    assert all(d["propertiesWithHistory"]["dealstage"] for d in together)
+    portal.add_fault("status", status=503, path="/crm/v3/objects/deals/batch/read", count=1)
+    with pytest.raises(HubSpotError, match="still failing with 503"):
+        _client(sandbox, max_attempts=1).read_deals(ids, ["dealname"], history_of=("dealstage",))
+
+
+def test_prefetched_items_come_in_order_one_ahead_with_errors_where_they_happened() -> None:
+    taken: list[int] = []
+
+    def walk():
+        for n in range(5):
+            taken.append(n)
+            if n == 3:
+                raise HubSpotError("page 3 failed")
+            yield n
+
+    items = prefetched(walk())
+    assert next(items) == 0
+    assert next(items) == 1
+    deadline = time.monotonic() + 10
+    while len(taken) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert taken == [0, 1, 2]  # one ahead of the caller, not more
+    assert next(items) == 2
+    with pytest.raises(HubSpotError, match="page 3 failed"):
+        next(items)
+
+    closed: list[bool] = []
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.append(True)
+
+    items = prefetched(endless())
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    assert closed == [True]  # closing stops the walk
+    assert list(prefetched(iter([]))) == []
