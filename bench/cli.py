@@ -391,11 +391,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"{_fmt(_get(s, 'worker.full_scan.deals'))} deals in "
             f"{_fmt(_get(s, 'worker.full_scan.seconds'))} s; / lower ceiling "
             f"{_fmt(_get(s, 'worker.full_scan.ratio_to_lower_ceiling'))}")
+        rounds = _get(s, "worker.incremental_scan.samples")  # results before 2026-12-06: one
         row("worker", "incremental (1%) s", "worker.incremental_scan.seconds",
-            f"median of {_fmt(_get(s, 'worker.incremental_scan.samples'))} rounds "
-            f"({_fmt(_get(s, 'worker.incremental_scan.seconds_min'))}-"
-            f"{_fmt(_get(s, 'worker.incremental_scan.seconds_max'))} s); "
-            f"{_fmt(_get(s, 'worker.incremental_scan.requests'))} requests; "
+            (f"median of {rounds} rounds "
+             f"({_fmt(_get(s, 'worker.incremental_scan.seconds_min'))}-"
+             f"{_fmt(_get(s, 'worker.incremental_scan.seconds_max'))} s); "
+             if rounds else "one round; ")
+            + f"{_fmt(_get(s, 'worker.incremental_scan.requests'))} requests; "
             f"{_fmt(_get(s, 'worker.incremental_scan.changed_deals'))} deals changed")
         row("worker", "incremental s / full", "worker.incremental_scan.seconds_ratio",
             f"requests / full {_fmt(_get(s, 'worker.incremental_scan.requests_ratio'))}")
