@@ -237,13 +237,14 @@ class HubSpotClient:
                 self._fill_properties(page, rest, archived=archived)
             return page, _next_after(payload)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubspot-prefetch") as pool:
-            pending: Future[tuple[list[dict[str, Any]], str | None]] | None = pool.submit(
-                fetch, None)
-            while pending is not None:
-                page, after = pending.result()
-                pending = pool.submit(fetch, after) if after else None
+        def walk() -> Iterator[list[dict[str, Any]]]:
+            page, after = fetch(None)
+            yield page
+            while after:
+                page, after = fetch(after)
                 yield page
+
+        yield from prefetched(walk())
 
     def read_deals(
         self,
@@ -401,7 +402,7 @@ class HubSpotClient:
 
 def prefetched(items: Iterator[Any]) -> Iterator[Any]:
     """``items`` taken one ahead in a thread of their own: the next is fetched while the caller
-    works on this one (for a walk whose requests follow one another, such as the search's).
+    works on this one (for a walk whose requests follow one another: the list walk, the search).
     An error is raised where its item would have come; closing the iterator waits for the item
     in flight and closes ``items``."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubspot-prefetch") as pool:
@@ -418,7 +419,7 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
                 pending.cancel()
                 try:
                     pending.result()
-                except BaseException:  # noqa: BLE001 - the walk is being abandoned anyway
+                except Exception:  # noqa: BLE001 - the walk is being abandoned anyway
                     pass
             close = getattr(items, "close", None)
             if close is not None:
