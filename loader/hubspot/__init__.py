@@ -37,7 +37,7 @@ from dlt.common.schema.typing import TTableSchemaColumns
 from dlt.common.schema.utils import dlt_load_id_column
 
 from . import settings
-from .helpers import HubSpotClient, prefetched
+from .helpers import HubSpotClient, WalkAhead, prefetched
 from .records import DealBatch, Stamp, deal_batch, parse_hubspot_datetime
 
 SOURCE_NAME = "hubspot"
@@ -153,6 +153,16 @@ def hubspot_deals(
     started = scan_started_at or datetime.now(UTC)
     properties = client.deal_property_names()
     history_of = (settings.STAGE_PROPERTY,) if stage_history else ()
+    #: The archived walk an incremental scan starts with its search: (since_ms, the walk).
+    early: dict[str, tuple[int, WalkAhead]] = {}
+
+    def archived_since_ms(state: dict[str, Any]) -> int | None:
+        """Epoch ms from which the archived walk keeps deals (None: every archived deal)."""
+        through = None if full_refresh else _as_datetime(state.get("archived_through"))
+        return None if through is None else _lookback_ms(through, lookback_seconds)
+
+    def archived_pages(since_ms: int | None) -> Iterator[list[dict[str, Any]]]:
+        return client.list_deals(properties, archived=True, archived_since_ms=since_ms)
 
     def emit(
         pages: Iterable[list[dict[str, Any]]], on_batch: Callable[[DealBatch], None] | None = None
@@ -203,6 +213,13 @@ def hubspot_deals(
         state["last_scan_mode"] = "incremental" if incremental else "full"
 
         if incremental:
+            # The archived walk reads ids only and depends on nothing here: it goes on beside
+            # the search (its kept pages wait for the archived_deals resource, a few at most).
+            since_ms = archived_since_ms(dlt.current.resource_state("archived_deals"))
+            if since_ms is not None:
+                early["archived"] = (since_ms, WalkAhead(
+                    _nonempty(archived_pages(since_ms)), ARCHIVED_PAGES_AHEAD,
+                    name="hubspot-archived"))
             # The next searched page is fetched while this one's stored stages are looked up
             # and its history read: the walk's round trips no longer wait on each other's.
             pages = _with_history(
@@ -230,6 +247,10 @@ def hubspot_deals(
                 state, _at_most(batch.max_updated_us, cap_us)))
         except _Cancelled:
             return  # what was yielded is loaded; a full scan stays marked incomplete
+        except BaseException:
+            for _, walk in early.values():  # the scan fails: no one will take its pages
+                walk.stop()
+            raise
         if not incremental:
             state["full_scan_completed"] = True
 
@@ -237,11 +258,16 @@ def hubspot_deals(
                   write_disposition="append")
     def archived_deals() -> Iterator[Any]:
         state = dlt.current.resource_state()
-        through = None if full_refresh else _as_datetime(state.get("archived_through"))
-        since_ms = None if through is None else _lookback_ms(through, lookback_seconds)
+        since_ms = archived_since_ms(state)
+        started_early = early.pop("archived", None)
+        if started_early is not None and started_early[0] == since_ms:
+            pages = started_early[1].items()
+        else:
+            if started_early is not None:
+                started_early[1].stop()
+            pages = archived_pages(since_ms)
         try:
-            yield from emit(client.list_deals(properties, archived=True,
-                                              archived_since_ms=since_ms))
+            yield from emit(pages)
         except _Cancelled:
             return  # the cursor stays: the next scan lands this pass's deals again
         # Every deal archived before this scan started has been landed (this pass or earlier).
@@ -274,6 +300,24 @@ def hubspot_deals(
         yield rows
 
     return deals, archived_deals, pipelines
+
+
+#: Pages of kept archived deals (each up to 100, every property) an early archived walk holds
+#: before the archived_deals resource takes them.
+ARCHIVED_PAGES_AHEAD = 4
+
+
+def _nonempty(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """``pages`` without the empty ones (an archived walk keeps few deals of most pages);
+    closing this closes ``pages``."""
+    try:
+        for page in pages:
+            if page:
+                yield page
+    finally:
+        close = getattr(pages, "close", None)
+        if close is not None:
+            close()
 
 
 #: Rejected records handed to dlt at once (as rows: they are few, and dlt normalises them).

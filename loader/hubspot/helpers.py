@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -428,6 +431,80 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
 
 #: What :func:`prefetched` gets from ``next`` once the items have ended.
 _END = object()
+
+
+class WalkAhead:
+    """``items`` taken in a thread of their own from the moment this is made, before anyone asks
+    for them, up to ``depth`` of them waiting: a walk that does not depend on the work before
+    it (an incremental scan's pass over the archived list) runs while that work goes on.
+
+    :meth:`items` hands them out in order and raises the walk's error where it happened. The
+    walk stops at its next item once :meth:`stop` is called, once :meth:`items` is closed
+    early, or once this object is gone (a scan that failed before it asked): the thread holds
+    no reference to it, and a walk nobody will take from never waits for ever.
+    """
+
+    #: Seconds between looks at whether the walk should stop, while it waits for room.
+    POLL_SECONDS = 0.1
+
+    def __init__(self, items: Iterator[Any], depth: int, *, name: str = "hubspot-ahead") -> None:
+        self._queue: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=_walk_ahead, args=(items, self._queue, self._stop, weakref.ref(self)),
+            name=name, daemon=True)
+        self._thread.start()
+
+    def items(self) -> Iterator[Any]:
+        """The walk's items, in order (once: a second call finds the walk taken)."""
+        try:
+            while True:
+                try:
+                    ok, item = self._queue.get(timeout=self.POLL_SECONDS)
+                except queue.Empty:
+                    if self._thread.is_alive():
+                        continue
+                    try:  # it may have put its end just before it ended
+                        ok, item = self._queue.get_nowait()
+                    except queue.Empty:
+                        raise RuntimeError("internal: a walk ahead ended without its "
+                                           "end") from None
+                if ok:
+                    yield item
+                elif item is _END:
+                    return
+                else:
+                    raise item
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the walk at its next item (what it fetched is thrown away)."""
+        self._stop.set()
+
+
+def _walk_ahead(items: Iterator[Any], out: queue.Queue[tuple[bool, Any]], stop: threading.Event,
+                owner: weakref.ref[WalkAhead]) -> None:
+    def put(entry: tuple[bool, Any]) -> bool:
+        while not stop.is_set() and owner() is not None:
+            try:
+                out.put(entry, timeout=WalkAhead.POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        for item in items:
+            if stop.is_set() or not put((True, item)):
+                return
+        put((False, _END))
+    except Exception as exc:  # noqa: BLE001 - raised to the taker where its item would be
+        put((False, exc))
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def _results(payload: dict[str, Any], tenant_id: str, path: str) -> list[dict[str, Any]]:

@@ -159,6 +159,40 @@ def test_archived_deals_land_as_archived(run_loader, db_conn, tmp_path: Path) ->
     assert {i for i, archived in rows.items() if archived} == archived_in_portal
 
 
+def test_an_incremental_scan_whose_archived_walk_fails_lands_nothing_and_the_next_lands_it_all(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    # An incremental scan walks the archived list beside its search (in a thread of its own):
+    # its failure must still fail the scan whole, after the search's deals were read.
+    with _one_portal(tmp_path, "archfail", deals=600, seed=9) as (tenant, env, sb):
+        portal = sb.portal(tenant)
+        _scan(run_loader, env, tenant)
+        live = portal.deal_ids()
+        changed, gone = live[20:25], live[40:42]
+        for deal_id in changed:
+            portal.update_deal(deal_id, {"hs_next_step": f"archfail {deal_id}"})
+        for deal_id in gone:
+            portal.archive_deal(deal_id)
+        _wait_for_the_sandbox_clock(portal, changed[-1])
+        # The list endpoint is read by the archived walk alone in an incremental scan: a 200
+        # that is not a HubSpot page (not retried).
+        portal.bad_shape_next(1, "json", path="/crm/v3/objects/deals")
+        failed = run_loader("run", "--tenant", tenant, "--json", "--no-transform", env=env)
+        portal.clear_faults()
+        retry = _scan(run_loader, env, tenant)
+    assert failed.returncode != 0
+    (job,) = json.loads(failed.stdout[: failed.stdout.rindex("]") + 1])
+    assert job["status"] == "failed" and job["mode"] == "incremental"
+    assert "/crm/v3/objects/deals returned 200 without a 'results' list" in job["error_message"]
+    assert query(db_conn, "select count(*) from raw_hubspot.deals where _scan_id = %s",
+                 (job["scan_id"],))[0][0] == 0
+    assert retry["status"] == "completed" and retry["mode"] == "incremental"
+    landed = dict(query(db_conn, "select id, archived from raw_hubspot.deals "
+                                 "where _scan_id = %s", (retry["scan_id"],)))
+    assert set(changed) | set(gone) <= set(landed)
+    assert all(landed[i] is True for i in gone) and not any(landed[i] for i in changed)
+
+
 def test_a_thousand_custom_properties_load_without_414(run_loader, db_conn, tmp_path) -> None:
     with _one_portal(tmp_path, "wide", deals=250, seed=2,
                      custom_properties=1000) as (tenant, env, sb):

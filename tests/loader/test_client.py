@@ -3,12 +3,14 @@ waits, what it gives up on, and that its errors never carry the token."""
 
 from __future__ import annotations
 
+import gc
 import socket
+import threading
 import time
 
 import pytest
 
-from loader.hubspot.helpers import HubSpotClient, HubSpotError, prefetched
+from loader.hubspot.helpers import HubSpotClient, HubSpotError, WalkAhead, prefetched
 from loader.sandbox import SandboxServer
 
 TOKEN = "tok-client-0123456789"
@@ -217,3 +219,73 @@ def test_prefetched_items_come_in_order_one_ahead_with_errors_where_they_happene
     items.close()
     assert closed == [True]  # closing stops the walk
     assert list(prefetched(iter([]))) == []
+
+
+def _wait_until(check, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_walk_ahead_starts_at_once_holds_depth_items_and_raises_where_it_failed() -> None:
+    taken: list[int] = []
+
+    def walk():
+        for n in range(10):
+            taken.append(n)
+            if n == 6:
+                raise HubSpotError("page 6 failed")
+            yield n
+
+    ahead = WalkAhead(walk(), depth=3)
+    # Nobody asked yet: three items wait and the walk is at the fourth, waiting for room.
+    _wait_until(lambda: len(taken) >= 4)
+    time.sleep(0.3)
+    assert taken == [0, 1, 2, 3]
+    items = ahead.items()
+    assert [next(items) for _ in range(6)] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(HubSpotError, match="page 6 failed"):
+        next(items)
+    assert list(WalkAhead(iter([]), depth=2).items()) == []
+
+
+def _endless(closed: list[bool], taken: list[int]):
+    try:
+        n = 0
+        while True:
+            taken.append(n)
+            yield n
+            n += 1
+    finally:
+        closed.append(True)
+
+
+def test_a_walk_ahead_stops_when_stopped_closed_or_abandoned() -> None:
+    def threads() -> int:
+        return sum(t.name == "walk-test" for t in threading.enumerate())
+
+    # stop(): the walk ends at its next item and closes its source.
+    closed: list[bool] = []
+    ahead = WalkAhead(_endless(closed, []), depth=2, name="walk-test")
+    ahead.stop()
+    _wait_until(lambda: closed == [True])
+    assert closed == [True]
+
+    # Closing the items early stops it too.
+    closed = []
+    items = WalkAhead(_endless(closed, []), depth=2, name="walk-test").items()
+    assert [next(items) for _ in range(4)] == [0, 1, 2, 3]
+    items.close()
+    _wait_until(lambda: closed == [True])
+    assert closed == [True]
+
+    # A walk nobody takes from (the scan failed before it asked) ends once it is dropped.
+    closed, taken = [], []
+    ahead = WalkAhead(_endless(closed, taken), depth=2, name="walk-test")
+    _wait_until(lambda: len(taken) >= 3)
+    del ahead
+    gc.collect()
+    _wait_until(lambda: closed == [True])
+    assert closed == [True]
+    _wait_until(lambda: threads() == 0)
+    assert threads() == 0
