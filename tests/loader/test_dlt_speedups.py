@@ -156,3 +156,80 @@ def test_schema_validation_still_rejects_what_dlt_rejects() -> None:
         with pytest.raises(DictValidationException, match="data_type"):
             validate_dict(TTableSchema, {"name": "deals", "columns": {
                 "id": {"name": "id", "data_type": "no_such_type"}}}, ".")
+
+
+# Runs in a process of its own: keep_connections() changes dlt's client for the whole process,
+# as it does in a worker's scan process.
+_KEEP_CONNECTIONS_SCRIPT = r"""
+import json, sys
+import dlt, psycopg2
+from loader import dlt_speedups
+from loader.scan import _dlt_credentials  # the scans' own (a socket directory as host)
+
+url, workdir, dataset = sys.argv[1:4]
+connects = []
+real_connect = psycopg2.connect
+def counting_connect(*args, **kwargs):
+    conn = real_connect(*args, **kwargs)
+    connects.append(conn)
+    return conn
+psycopg2.connect = counting_connect
+pipeline = dlt.pipeline(pipeline_name="keep_conn", pipelines_dir=workdir,
+                        destination=dlt.destinations.postgres(credentials=_dlt_credentials(url)),
+                        dataset_name=dataset)
+out = {}
+
+def run(name, n):
+    before = len(connects)
+    pipeline.run([{"id": i, "run": name} for i in range(n)], table_name="items",
+                 loader_file_format="csv")
+    out[name] = len(connects) - before
+
+run("plain", 4)  # dlt as it is: a connection per step and per job
+dlt_speedups.keep_connections()
+dlt_speedups.keep_connections()  # twice: nothing changes
+run("first", 5)
+run("second", 7)  # every connection dlt opens is one the first run closed
+out["idle_after_second"] = len(dlt_speedups.IDLE)
+# The server drops the kept connections: each is found dead when handed out, and replaced.
+with real_connect(url) as admin:
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute("select pg_terminate_backend(pid) from pg_stat_activity "
+                    "where datname = current_database() and pid <> pg_backend_pid() "
+                    "and application_name = ''")
+run("after_terminate", 3)
+# A connection closed inside a transaction is closed, not kept.
+kept = len(dlt_speedups.IDLE)
+with pipeline.sql_client() as client:
+    client.native_connection.autocommit = False
+    client.execute_sql("select 1")
+    in_transaction = client.native_connection
+out["kept_in_transaction"] = len(dlt_speedups.IDLE) - kept + 1  # the client took one
+out["in_transaction_closed"] = bool(in_transaction.closed)
+with pipeline.sql_client() as client:
+    out["rows"] = client.execute_sql("select run, count(*) from items group by run order by run")
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.embedded_only  # dlt's client, not the server's flavour
+def test_kept_connections_serve_the_next_load_and_dead_or_busy_ones_are_not_kept(
+        database_url: str, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import uuid
+
+    dataset = f"keep_conn_{uuid.uuid4().hex[:8]}"
+    result = subprocess.run(
+        [sys.executable, "-c", _KEEP_CONNECTIONS_SCRIPT, database_url, str(tmp_path), dataset],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["plain"] >= 3  # dlt's own: one per step and per job
+    assert 1 <= out["first"] < out["plain"]  # the load's steps took the one its first closed
+    assert out["second"] == 0
+    assert 1 <= out["idle_after_second"] <= dlt_speedups.IDLE_PER_KEY * 2
+    assert out["after_terminate"] >= 1  # the dead ones were replaced, and the load went through
+    assert out["in_transaction_closed"] is True and out["kept_in_transaction"] == 0
+    assert out["rows"] == [["after_terminate", 3], ["first", 5], ["plain", 4], ["second", 7]]
