@@ -221,6 +221,9 @@ DLT_PERFORMANCE_DEFAULTS = {
     "DATA_WRITER__DISABLE_COMPRESSION": "true",
     "DATA_WRITER__BUFFER_MAX_ITEMS": "1000",
     "NORMALIZE__WORKERS": "1",
+    # A scan's load has five jobs at most (deals, their stage history, pipelines and stages,
+    # rejected records), each a COPY on a connection of its own.
+    "LOAD__WORKERS": "4",
     # The source writes its own csv files with the load id (hubspot/__init__.py, ``_Spool``).
     # Packages that an earlier version extracted as Arrow (parquet) and left pending still
     # need dlt to stamp their rows with it.

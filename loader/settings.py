@@ -17,6 +17,10 @@ DEFAULT_LOOKBACK_SECONDS = 300
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# dlt's own log at warnings, wherever the loader runs from (this was in .dlt/config.toml, read
+# from the working directory only; a non-empty config file also costs every one of dlt's ~150
+# configuration lookups per scan a walk through its TOML document: README "Performance").
+os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
 
 # Arrow buffers from the C library's allocator, which hands freed memory back between batches:
 # a loader's peak RSS was 180-218 MB with pyarrow's default (mimalloc) and grew from 50,000 to
