@@ -41,19 +41,6 @@ namespace are the same every time (a class's annotations are fixed once it is de
 other call goes to the function as before.
 
 Installing twice does nothing.
-
-**Connections kept for the next use, in a worker's scan processes** (:func:`keep_connections`,
-not part of :func:`install`). dlt opens a new PostgreSQL connection for each step that talks to
-the destination and closes it after: in a load, one to initialise the package, one per job
-(each in a thread of its own) and one to complete it; seven or eight per scan. A new connection
-is a new server process, which then reads the catalog anew: after a 1% change, 30 of the 45
-connections a round of four incremental scans made, and about a quarter of the server's CPU in
-that round (make bench; README "Performance"). A scan process of the worker runs scan after
-scan against the same database, so it keeps the connections dlt closes (per connection string
-and options, at most :data:`IDLE_PER_KEY` of them, none idle past :data:`IDLE_SECONDS`) and
-hands them out again, reset with ``DISCARD ALL`` as dlt resets a connection it opens (this also
-finds a connection the server dropped: it is closed, and a new one opened). A connection in a
-transaction, or not in autocommit as dlt leaves an idle one, is closed as before.
 """
 
 from __future__ import annotations
@@ -61,8 +48,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -187,108 +172,3 @@ def _keep_spec_type_hints() -> None:
 
     get_type_hints.__wrapped_original__ = original  # type: ignore[attr-defined]
     validation.get_type_hints = get_type_hints
-
-
-#: Idle connections kept per (connection string, options): a load runs its jobs side by side.
-IDLE_PER_KEY = 6
-#: A connection idle longer than this is closed instead of handed out again.
-IDLE_SECONDS = 300.0
-
-
-class IdleConnections:
-    """Open connections nobody uses, per key, newest first out; thread-safe."""
-
-    def __init__(self, per_key: int = IDLE_PER_KEY, max_idle: float = IDLE_SECONDS) -> None:
-        self.per_key, self.max_idle = per_key, max_idle
-        self._lock = threading.Lock()
-        self._idle: dict[Any, list[tuple[Any, float]]] = {}
-
-    def take(self, key: Any) -> Any:
-        """A kept connection for ``key``, or None; the stale ones found are closed."""
-        stale, found = [], None
-        now = time.monotonic()
-        with self._lock:
-            kept = self._idle.get(key, [])
-            while kept:
-                conn, since = kept.pop()
-                if now - since <= self.max_idle:
-                    found = conn
-                    break
-                stale.append(conn)
-        for conn in stale:
-            _close_quietly(conn)
-        return found
-
-    def give(self, key: Any, conn: Any) -> bool:
-        """Keep ``conn`` for ``key``; False (the caller closes it) when there is no room."""
-        with self._lock:
-            kept = self._idle.setdefault(key, [])
-            if len(kept) >= self.per_key:
-                return False
-            kept.append((conn, time.monotonic()))
-            return True
-
-    def close_all(self) -> None:
-        with self._lock:
-            conns = [conn for kept in self._idle.values() for conn, _ in kept]
-            self._idle.clear()
-        for conn in conns:
-            _close_quietly(conn)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(kept) for kept in self._idle.values())
-
-
-#: The connections dlt closed in this process, once :func:`keep_connections` is installed.
-IDLE = IdleConnections()
-
-
-def _close_quietly(conn: Any) -> None:
-    try:
-        conn.close()
-    except Exception:  # noqa: BLE001 - a connection the server dropped, say
-        pass
-
-
-def keep_connections() -> None:
-    """Make dlt's PostgreSQL client keep the connections it closes for its next open (in this
-    process; idempotent)."""
-    import psycopg2
-    from dlt.destinations.impl.postgres.sql_client import Psycopg2SqlClient
-
-    if getattr(Psycopg2SqlClient, "_loader_keeps_connections", False):
-        return
-    dlt_open = Psycopg2SqlClient.open_connection
-    dlt_close = Psycopg2SqlClient.close_connection
-
-    def key_of(client: Any) -> tuple[str, str]:
-        # What dlt's open_connection connects with (the search path names the dataset).
-        options = client.credentials.get_query().get("options", "")
-        return (client.credentials.to_native_representation(),
-                f"{options} -csearch_path={client.fully_qualified_dataset_name()},public")
-
-    def open_connection(self: Any) -> Any:
-        key = key_of(self)
-        while (conn := IDLE.take(key)) is not None:
-            self._conn = conn
-            try:
-                self._reset_connection()  # DISCARD ALL, autocommit: as dlt's open leaves it
-                return conn
-            except psycopg2.Error:
-                self._conn = None
-                _close_quietly(conn)
-        return dlt_open(self)
-
-    def close_connection(self: Any) -> None:
-        conn = self._conn
-        if (conn is not None and not conn.closed and conn.autocommit
-                and conn.info.transaction_status == psycopg2.extensions.TRANSACTION_STATUS_IDLE
-                and IDLE.give(key_of(self), conn)):
-            self._conn = None
-            return
-        dlt_close(self)
-
-    Psycopg2SqlClient.open_connection = open_connection  # type: ignore[method-assign]
-    Psycopg2SqlClient.close_connection = close_connection  # type: ignore[method-assign]
-    Psycopg2SqlClient._loader_keeps_connections = True  # type: ignore[attr-defined]  # noqa: SLF001

@@ -364,10 +364,7 @@ def _run_queued(job_id: str, url: str, environ: dict[str, str]) -> ScanResult:
     server's is the one it started with)."""
     os.environ.clear()
     os.environ.update(environ)
-    from .dlt_speedups import keep_connections
     from .scan import run_queued_scan
-
-    keep_connections()  # this process runs scan after scan: dlt's connections are kept
 
     return run_queued_scan(job_id, url)
 
