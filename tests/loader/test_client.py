@@ -181,17 +181,18 @@ def test_a_batch_read_of_many_chunks_keeps_their_order_and_fails_whole(sandbox, 
         _client(sandbox, max_attempts=1).read_deals(ids, ["dealname"], history_of=("dealstage",))
 
 
+def _walk_failing_at(fail_at: int, taken: list[int]):
+    """Items 0, 1, ... (each noted in ``taken`` when fetched) until ``fail_at`` fails."""
+    for n in range(fail_at + 1):
+        taken.append(n)
+        if n == fail_at:
+            raise HubSpotError(f"page {n} failed")
+        yield n
+
+
 def test_prefetched_items_come_in_order_one_ahead_with_errors_where_they_happened() -> None:
     taken: list[int] = []
-
-    def walk():
-        for n in range(5):
-            taken.append(n)
-            if n == 3:
-                raise HubSpotError("page 3 failed")
-            yield n
-
-    items = prefetched(walk())
+    items = prefetched(_walk_failing_at(3, taken))
     assert next(items) == 0
     assert next(items) == 1
     deadline = time.monotonic() + 10
@@ -229,15 +230,7 @@ def _wait_until(check, seconds: float = 10.0) -> None:
 
 def test_a_walk_ahead_starts_at_once_holds_depth_items_and_raises_where_it_failed() -> None:
     taken: list[int] = []
-
-    def walk():
-        for n in range(10):
-            taken.append(n)
-            if n == 6:
-                raise HubSpotError("page 6 failed")
-            yield n
-
-    ahead = WalkAhead(walk(), depth=3)
+    ahead = WalkAhead(_walk_failing_at(6, taken), depth=3)
     # Nobody asked yet: three items wait and the walk is at the fourth, waiting for room.
     _wait_until(lambda: len(taken) >= 4)
     time.sleep(0.3)
