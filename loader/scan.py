@@ -601,12 +601,13 @@ def _local_state_is_current(pipeline: dlt.Pipeline, conn: psycopg2.extensions.co
 
 def _reset_cursors(pipeline: dlt.Pipeline) -> None:
     """Forget the deals' and archived deals' cursors so a full scan re-reads (and re-stamps)
-    every deal, archived ones included."""
+    every deal, archived ones included, and the digest of the pipelines last landed, so it
+    lands them too."""
     if SOURCE_NAME not in pipeline.state.get("sources", {}):
         return  # nothing stored yet: the scan is a full one anyway
     # The changed state is committed with the scan's data (the resources write to it too).
     with pipeline.managed_state() as state:
-        for resource in ("deals", "archived_deals"):
+        for resource in ("deals", "archived_deals", "pipelines"):
             reset_resource_state(resource, state["sources"][SOURCE_NAME])
 
 

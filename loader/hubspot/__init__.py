@@ -22,6 +22,7 @@ Resources (all land in the dataset ``raw_hubspot``, every row stamped with ``_te
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import dlt
+import orjson
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 from dlt.common.schema.typing import TTableSchemaColumns
@@ -276,7 +278,11 @@ def hubspot_deals(
     @dlt.resource(name="pipelines", write_disposition="append",
                   columns={"id": {"data_type": "text", "nullable": False}, **_STAMP_COLUMNS})
     def pipelines() -> Iterator[list[dict[str, Any]]]:
-        stamp = Stamp(tenant_id, scan_id, scan_job_id).row()
+        # A snapshot lands when it differs from the last one landed (the digest of its rows, in
+        # the resource's state, committed with them), and on every full scan: dbt reads the
+        # latest finished scan that landed any. A worker scanning every 5 minutes stored the
+        # same few rows 288 times a day per tenant, two of a small scan's five load jobs.
+        state = dlt.current.resource_state()
         rows = []
         for pipeline in client.pipelines():
             rows.append({
@@ -295,9 +301,13 @@ def hubspot_deals(
                     }
                     for stage in pipeline.get("stages") or []
                 ],
-                **stamp,
             })
-        yield rows
+        digest = hashlib.sha256(orjson.dumps(rows, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        if not full_refresh and state.get("landed_digest") == digest:
+            return
+        stamp = Stamp(tenant_id, scan_id, scan_job_id).row()
+        yield [{**row, **stamp} for row in rows]
+        state["landed_digest"] = digest
 
     return deals, archived_deals, pipelines
 

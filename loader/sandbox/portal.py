@@ -27,6 +27,7 @@ from loader.sandbox.catalog import (
     extra_definition,
     extra_property_name,
     extra_property_type,
+    pipeline_json,
     standard_definitions,
 )
 from loader.sandbox.data import BaseDeal, DealGenerator, deal_id, deal_index
@@ -108,7 +109,8 @@ class Portal:
     """One HubSpot portal of the sandbox.
 
     Test helpers (all thread-safe): ``create_deal``, ``update_deal``, ``archive_deal``,
-    ``set_all_lastmodified``, ``add_custom_properties``, ``set_rate_limit``, the fault helpers
+    ``set_all_lastmodified``, ``add_custom_properties``, ``rename_stage``, ``set_rate_limit``,
+    the fault helpers
     (``add_fault``, ``fail_next``, ``fail_every``, ``fail_on``, ``slow_next``,
     ``truncate_next``, ``bad_shape_next``, ``clear_faults``), counters (``requests_total``,
     ``requests_by_path``, ``count_429``, ``faults_served``, ``stats()``), and readers
@@ -140,6 +142,9 @@ class Portal:
         self._extra_count = 0
         self._extra_index: dict[str, int] = {}
         self._props_cache: bytes | None = None
+        #: Stage labels changed from the catalog's: (pipeline id, stage id) -> label.
+        self._stage_labels: dict[tuple[str, str], str] = {}
+        self._pipelines_cache: bytes | None = None
         self.version = 0
         self.search = SearchEngine(self)
         self.limiter = RateLimiter(tenant, rate_limit_tier, time_scale, retry_after)
@@ -171,6 +176,35 @@ class Portal:
             self._props_cache = None
             self._touch()
             return names
+
+    def rename_stage(self, pipeline_id: str, stage_id: str, label: str) -> None:
+        """Give a stage of a deal pipeline a new label, as a portal's admin does in HubSpot's
+        settings (the pipelines endpoints answer with it from then on)."""
+        known = {(p.id, s.id) for p in PIPELINES for s in p.stages}
+        if (pipeline_id, stage_id) not in known:
+            raise ValueError(f"no stage {stage_id!r} in pipeline {pipeline_id!r}")
+        with self._lock:
+            self._stage_labels[(pipeline_id, stage_id)] = label
+            self._pipelines_cache = None
+
+    def pipelines(self) -> list[dict[str, Any]]:
+        """The portal's deal pipelines in HubSpot's ``Pipeline`` shape."""
+        with self._lock:
+            labels = dict(self._stage_labels)
+        result = []
+        for p in PIPELINES:
+            body = pipeline_json(p)
+            for stage in body["stages"]:
+                stage["label"] = labels.get((p.id, stage["id"]), stage["label"])
+            result.append(body)
+        return result
+
+    def pipelines_body(self) -> bytes:
+        """``GET /crm/v3/pipelines/deals``'s body (kept until a stage is renamed)."""
+        with self._lock:
+            if self._pipelines_cache is None:
+                self._pipelines_cache = orjson.dumps({"results": self.pipelines()})
+            return self._pipelines_cache
 
     @property
     def custom_property_names(self) -> list[str]:

@@ -12,7 +12,6 @@ import orjson
 from aiohttp import web
 from multidict import MultiDict
 
-from loader.sandbox.catalog import PIPELINES, pipeline_json
 from loader.sandbox.control import STATE_KEY
 from loader.sandbox.errors import ApiError, validation_error
 from loader.sandbox.portal import Portal, encode_cursor
@@ -26,8 +25,6 @@ HISTORY_MAX_LIMIT = 50
 """HubSpot lowers the page size to 50 objects when propertiesWithHistory is requested."""
 BATCH_MAX_INPUTS = 100
 JSON_TYPE = "application/json;charset=utf-8"
-
-_PIPELINES_BODY = orjson.dumps({"results": [pipeline_json(p) for p in PIPELINES]})
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -299,14 +296,14 @@ async def get_property(request: web.Request) -> web.Response:
 
 async def list_pipelines(request: web.Request) -> web.Response:
     """``GET /crm/v3/pipelines/deals``."""
-    return json_response(_PIPELINES_BODY)
+    return json_response(_portal(request).pipelines_body())
 
 
 def _pipeline(request: web.Request) -> dict[str, Any]:
     pid = request.match_info["pipeline_id"]
-    for p in PIPELINES:
-        if p.id == pid:
-            return pipeline_json(p)
+    for p in _portal(request).pipelines():
+        if p["id"] == pid:
+            return p
     raise ApiError(404, "OBJECT_NOT_FOUND", f"Unable to find pipeline {pid}.")
 
 

@@ -193,6 +193,36 @@ def test_an_incremental_scan_whose_archived_walk_fails_lands_nothing_and_the_nex
     assert all(landed[i] is True for i in gone) and not any(landed[i] for i in changed)
 
 
+def test_pipelines_land_when_they_changed_and_on_full_scans_not_on_every_scan(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    with _one_portal(tmp_path, "pipes", deals=300, seed=12) as (tenant, env, sb):
+        portal = sb.portal(tenant)
+        full = _scan(run_loader, env, tenant)
+        same = _scan(run_loader, env, tenant)
+        portal.rename_stage("default", "contractsent", "Contract Out")
+        renamed = _scan(run_loader, env, tenant)
+        again = _scan(run_loader, env, tenant)
+        refresh = _scan(run_loader, env, tenant, "--full-refresh")
+        _transform(run_loader)
+    assert [s["mode"] for s in (full, same, renamed, again, refresh)] == [
+        "full", "incremental", "incremental", "incremental", "full"]
+
+    def landed(scan: dict) -> tuple[int, int]:
+        return query(db_conn, "select count(distinct p._dlt_id), count(s._dlt_id) "
+                              "from raw_hubspot.pipelines as p left join "
+                              "raw_hubspot.pipelines__stages as s on s._dlt_parent_id = p._dlt_id "
+                              "where p._scan_id = %s", (scan["scan_id"],))[0]
+
+    # The sandbox's two pipelines have 12 stages in all.
+    assert landed(full) == landed(renamed) == landed(refresh) == (2, 12)
+    assert landed(same) == landed(again) == (0, 0)
+    stages = dict(query(db_conn, "select stage_id, label from analytics.deal_stages "
+                                 "where _tenant_id = %s and pipeline_id = 'default'", (tenant,)))
+    assert stages["contractsent"] == "Contract Out"
+    assert stages["closedwon"] == "Closed Won" and len(stages) == 7
+
+
 def test_a_thousand_custom_properties_load_without_414(run_loader, db_conn, tmp_path) -> None:
     with _one_portal(tmp_path, "wide", deals=250, seed=2,
                      custom_properties=1000) as (tenant, env, sb):
