@@ -220,8 +220,7 @@ def hubspot_deals(
             since_ms = archived_since_ms(dlt.current.resource_state("archived_deals"))
             if since_ms is not None:
                 early["archived"] = (since_ms, WalkAhead(
-                    _nonempty(archived_pages(since_ms)), ARCHIVED_PAGES_AHEAD,
-                    name="hubspot-archived"))
+                    archived_pages(since_ms), ARCHIVED_PAGES_AHEAD, name="hubspot-archived"))
             # The next searched page is fetched while this one's stored stages are looked up
             # and its history read: the walk's round trips no longer wait on each other's.
             pages = _with_history(
@@ -315,19 +314,6 @@ def hubspot_deals(
 #: Pages of kept archived deals (each up to 100, every property) an early archived walk holds
 #: before the archived_deals resource takes them.
 ARCHIVED_PAGES_AHEAD = 4
-
-
-def _nonempty(pages: Iterable[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
-    """``pages`` without the empty ones (an archived walk keeps few deals of most pages);
-    closing this closes ``pages``."""
-    try:
-        for page in pages:
-            if page:
-                yield page
-    finally:
-        close = getattr(pages, "close", None)
-        if close is not None:
-            close()
 
 
 #: Rejected records handed to dlt at once (as rows: they are few, and dlt normalises them).

@@ -209,9 +209,9 @@ class HubSpotClient:
         or after that time (epoch ms; a deal without ``archivedAt`` is kept): the list endpoint
         cannot filter, so every page is still read, but with ``hs_object_id`` alone; the deals
         kept get every property from a batch read, and the others are not filled in or
-        yielded. (A portal's archived deals are mostly stored already and cannot change: an
-        incremental scan read them whole on every pass before, 100 deals of every property a
-        page.)
+        yielded (nor is a page that keeps none). (A portal's archived deals are mostly stored
+        already and cannot change: an incremental scan read them whole on every pass before,
+        100 deals of every property a page.)
 
         The next page is fetched in a background thread while the caller works on this one (the
         cursor walk is sequential, so this overlaps the wait for HubSpot with our own work); the
@@ -242,10 +242,12 @@ class HubSpotClient:
 
         def walk() -> Iterator[list[dict[str, Any]]]:
             page, after = fetch(None)
-            yield page
-            while after:
+            while True:
+                if page or archived_since_ms is None:
+                    yield page
+                if not after:
+                    return
                 page, after = fetch(after)
-                yield page
 
         yield from prefetched(walk())
 
@@ -424,9 +426,7 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
                     pending.result()
                 except Exception:  # noqa: BLE001 - the walk is being abandoned anyway
                     pass
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
+            _close(items)
 
 
 #: What :func:`prefetched` gets from ``next`` once the items have ended.
@@ -502,9 +502,14 @@ def _walk_ahead(items: Iterator[Any], out: queue.Queue[tuple[bool, Any]], stop: 
     except Exception as exc:  # noqa: BLE001 - raised to the taker where its item would be
         put((False, exc))
     finally:
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
+        _close(items)
+
+
+def _close(items: Iterator[Any]) -> None:
+    """Close ``items`` if it can be closed (a generator's ``finally`` runs)."""
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 def _results(payload: dict[str, Any], tenant_id: str, path: str) -> list[dict[str, Any]]:

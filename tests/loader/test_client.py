@@ -152,10 +152,12 @@ def test_an_archived_walk_since_a_time_reads_ids_and_only_the_kept_deals_whole()
         whole = {d["id"]: d for page in client.list_deals(names, archived=True) for d in page}
         client.asked.clear()
         portal.reset_stats()
-        kept = {d["id"]: d for page in client.list_deals(
-            names, archived=True, archived_since_ms=now_ms - 3_600_000) for d in page}
+        kept_pages = list(client.list_deals(
+            names, archived=True, archived_since_ms=now_ms - 3_600_000))
+        kept = {d["id"]: d for page in kept_pages for d in page}
         by_path = portal.stats()["requests_by_path"]
     assert len(whole) >= 160 and set(kept) == set(recent)
+    assert kept_pages and all(kept_pages)  # a page that keeps none is not handed out
     assert kept == {i: whole[i] for i in recent}  # every property, as the whole walk has them
     assert set(client.asked) == {"hs_object_id"}  # each page of the walk: the ids alone
     assert by_path["GET /crm/v3/objects/deals"] == -(-len(whole) // 100)  # pages of 100
