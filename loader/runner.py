@@ -16,8 +16,12 @@ from .errors import LoaderError
 
 RAW_DATASET = "raw_hubspot"
 #: What a fork server imports for the scan processes it forks (``run --all``, the worker): the
-#: loader with dlt, and what dlt imports only on a scan's first load, so that no scan process
-#: imports them again.
+#: loader with dlt, and what dlt imports only on a scan's first run or load, so that no scan
+#: process imports them again (each of four ``run --all`` scan processes imported about 155
+#: modules in its first scan before the last two were added: dlt's ``requests`` helper with
+#: ``requests``, ``chardet`` and ``idna``, which dlt's runtime set-up imports, and dlt's plugin
+#: manager with ``pluggy``). Neither reads configuration when imported: dlt configures its
+#: ``requests`` client when a pipeline's runtime starts, in the scan process.
 FORKSERVER_PRELOAD = (
     "loader.scan",
     "dlt.destinations.impl.postgres.postgres",
@@ -25,6 +29,8 @@ FORKSERVER_PRELOAD = (
     "pyarrow.compute",
     "pyarrow.csv",
     "pyarrow.parquet",
+    "dlt.sources.helpers.requests",
+    "dlt.common.configuration.plugins",
 )
 #: ``error_message`` of a scan stopped by Ctrl-C in its own terminal.
 CTRL_C_REASON = "Cancelled by user (Ctrl-C)"
