@@ -405,6 +405,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"/ full's {_fmt(_get(s, 'worker.full_scan.queued_to_done_seconds'))} s: "
             f"{_fmt(_get(s, 'worker.incremental_scan.queued_to_done_ratio'))} (without submit's "
             f"start-up)")
+        after = _get(s, "worker.build_after_full_scan.full_refresh")
+        if after is not None:  # results before 2026-12-06 evening did not show it
+            row("worker", "build after full scan s", "worker.build_after_full_scan.seconds",
+                "the worker's own build after the full-refresh scans: "
+                + ("rebuilt from the raw history" if after else "merged"))
         row("worker", "dbt full build s", "worker.dbt_full.seconds",
             "transform --on-worker --full-refresh")
         row("worker", "dbt incremental s", "worker.dbt_incremental.seconds",

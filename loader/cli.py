@@ -219,6 +219,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .report import print_scan_results
 
     tenant_ids = _tenant_ids(args)
+    if not args.no_transform:
+        settings.rebuild_min_versions()  # a bad LOADER_REBUILD_MIN_VERSIONS fails before a scan
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     options = [
         runner.ScanOptions(
@@ -234,7 +236,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     results = runner.run_many(options, concurrency=args.concurrency)
     print_scan_results(results, as_json=args.json)
     if any(r.status == "completed" for r in results) and not args.no_transform:
-        transform.build(quiet=args.json)
+        # What the scans landed decides between a merge and a rebuild (as on the worker).
+        landed = sum(r.processed_items for r in results if r.status in ("completed", "cancelled"))
+        rebuild = transform.rebuild_is_cheaper(landed)
+        if rebuild:
+            print(f"dbt: the scans landed {landed:,} deal versions: rebuilding the marts from the "
+                  "raw history (--full-refresh), which costs less than merging them",
+                  file=sys.stderr, flush=True)
+        transform.build(quiet=args.json, full_refresh=rebuild)
     return _report_failures(results)
 
 
@@ -302,6 +311,8 @@ def _cmd_submit(args: argparse.Namespace) -> int:
 def _cmd_worker(args: argparse.Namespace) -> int:
     from .worker import Worker, WorkerOptions
 
+    if not args.no_transform:
+        settings.rebuild_min_versions()  # a bad LOADER_REBUILD_MIN_VERSIONS fails at the start
     options = WorkerOptions(concurrency=args.concurrency, every=args.every,
                             transform=not args.no_transform, once=args.once, poll=args.poll,
                             json=args.json)

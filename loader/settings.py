@@ -12,6 +12,10 @@ DEFAULT_API_BASE_URL = "https://api.hubapi.com"
 DEFAULT_BATCH_SIZE = 50
 #: Search-index lag: an incremental scan re-reads this many seconds before its stored cursor.
 DEFAULT_LOOKBACK_SECONDS = 300
+#: A build after scans rebuilds the marts from the raw history instead of merging only when the
+#: scans landed at least this many deal versions (and a share of the raw history: see
+#: ``loader.transform.rebuild_is_cheaper``). ``LOADER_REBUILD_MIN_VERSIONS`` overrides it.
+DEFAULT_REBUILD_MIN_VERSIONS = 50_000
 
 # No internet here, and no phoning home anywhere: switched off before dlt or dbt is imported.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
@@ -52,3 +56,21 @@ def dbt_project_dir() -> Path:
 def tenants_file() -> Path:
     """The tenants file (``LOADER_TENANTS_FILE``, default ``tenants.toml`` in the working dir)."""
     return Path(os.environ.get("LOADER_TENANTS_FILE") or "tenants.toml")
+
+
+def rebuild_min_versions() -> int:
+    """``LOADER_REBUILD_MIN_VERSIONS`` (default :data:`DEFAULT_REBUILD_MIN_VERSIONS`): the fewest
+    deal versions a build after scans must take in before it may rebuild instead of merging."""
+    text = (os.environ.get("LOADER_REBUILD_MIN_VERSIONS") or "").strip()
+    if not text:
+        return DEFAULT_REBUILD_MIN_VERSIONS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        value = -1
+    if value < 0:
+        from .errors import UsageError
+
+        raise UsageError(f"LOADER_REBUILD_MIN_VERSIONS must be a whole number of deal versions "
+                         f"(0 or more), not {text!r}")
+    return value

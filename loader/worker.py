@@ -89,6 +89,8 @@ class Worker:
         self._reported_busy: set[str] = set()
         self._raw_tables_seen = False
         self._build_due = False
+        #: Raw deal versions the scans landed since the last build (what its merge would take).
+        self._landed = 0
         self._next_round = time.monotonic()
         self._builder: Any = None
 
@@ -245,6 +247,8 @@ class Worker:
                               scan_id=job["scan_id"], tenant_id=result.tenant_id,
                               reason=result.error_message)
                 continue
+            if result.status in ("completed", "cancelled"):
+                self._landed += result.processed_items
             if result.status == "completed" and self.options.transform:
                 self._build_due = True
             self.emit("scan", _scan_line(result, job), **result.as_dict())
@@ -258,7 +262,7 @@ class Worker:
     def _run_builds(self, conn: Any) -> None:
         """The builds requested from this worker (``transform --on-worker``), then one after
         the scans that completed since the last build, if no requested build came after them."""
-        from .transform import claim_build
+        from .transform import claim_build, rebuild_is_cheaper
 
         while self.stopping < 2:
             request = claim_build(conn)
@@ -267,23 +271,30 @@ class Worker:
             self._build(full_refresh=request["full_refresh"], requested_by="request",
                         build_id=request["id"])
         if self._build_due:
-            self._build(requested_by="worker")
+            # After scans that re-landed much of the warehouse (a full-refresh scan of every
+            # tenant, say), rebuilding from the raw history is cheaper than merging.
+            self._build(requested_by="worker",
+                        full_refresh=rebuild_is_cheaper(self._landed, self.url))
 
     def _build(self, *, full_refresh: bool = False, requested_by: str,
                build_id: str | None = None) -> None:
         result = self._builder.build(full_refresh=full_refresh, quiet=True,
                                      requested_by=requested_by, build_id=build_id)
+        landed, self._landed = self._landed, (0 if result.ok else self._landed)
         if result.ok:
             self._build_due = False
         elif requested_by == "worker":
             self._build_due = False  # not again until new scans land: the failure is reported
         kind = "full refresh" if full_refresh else "incremental"
+        if full_refresh and requested_by == "worker":
+            kind += f": the scans since the last build landed {landed:,} deal versions"
         what = "views left as they were" if result.views_skipped else "views rebuilt"
         text = (f"dbt build ({kind}) ok in {result.seconds:.1f} s ({result.nodes} nodes, "
                 f"{what})" if result.ok else
                 f"dbt build ({kind}) failed after {result.seconds:.1f} s: {result.error}")
         slowest = dict(list(result.timings.items())[:8])  # node -> seconds, slowest first
-        self.emit("build", text, requested_by=requested_by, slowest=slowest, **result.as_dict())
+        self.emit("build", text, requested_by=requested_by, slowest=slowest,
+                  landed_versions=landed, **result.as_dict())
 
     def _on_notify(self, payload: str) -> None:
         tenant = _tenant_freed(payload)
