@@ -144,17 +144,20 @@ def rebuild_is_cheaper(new_versions: int, url: str | None = None) -> bool:
     least = settings.rebuild_min_versions()
     if new_versions < max(least, 1):
         return False
-    conn = db.connect(url, autocommit=True)
     try:
-        with conn.cursor() as cur:
-            cur.execute("select to_regclass('analytics.deals') is not null "
-                        "and to_regclass('raw_hubspot.deals') is not null")
-            if not cur.fetchone()[0]:
-                return False
-            cur.execute("select count(*) from raw_hubspot.deals")
-            raw_versions = int(cur.fetchone()[0])
-    finally:
-        conn.close()
+        conn = db.connect(url, autocommit=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select to_regclass('analytics.deals') is not null "
+                            "and to_regclass('raw_hubspot.deals') is not null")
+                if not cur.fetchone()[0]:
+                    return False
+                cur.execute("select count(*) from raw_hubspot.deals")
+                raw_versions = int(cur.fetchone()[0])
+        finally:
+            conn.close()
+    except (psycopg2.Error, LoaderError):
+        return False  # the build meets the same database and reports what is wrong
     return new_versions >= least + REBUILD_SHARE * raw_versions
 
 
