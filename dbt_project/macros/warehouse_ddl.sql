@@ -45,6 +45,39 @@
     {%- if where %} where {{ where }}{% endif %}
 {%- endmacro %}
 
+{#-
+    Extended statistics (CREATE STATISTICS) under a stable name, moved off dbt's backup or tmp
+    relation first, as ensure_index does: statistics object names are per schema too. ANALYZE
+    fills them (the loader vacuums and analyzes the marts after each build).
+-#}
+{% macro ensure_statistics(name, kinds, columns) -%}
+    {%- set relation = this.include(database=false) -%}
+    do $ensure_statistics$
+    declare
+        holder_name name;
+    begin
+        select table_class.relname into holder_name
+        from pg_catalog.pg_statistic_ext as statistics_info
+        inner join pg_catalog.pg_class as table_class
+            on statistics_info.stxrelid = table_class.oid
+        inner join pg_catalog.pg_namespace as schema_info
+            on statistics_info.stxnamespace = schema_info.oid
+        where schema_info.nspname = '{{ this.schema }}' and statistics_info.stxname = '{{ name }}';
+        if holder_name is null or holder_name = '{{ this.identifier }}' then
+            return;
+        end if;
+        if holder_name not in ('{{ this.identifier }}__dbt_backup', '{{ this.identifier }}__dbt_tmp')
+        then
+            raise exception 'statistics name % is taken by table %.%', '{{ name }}',
+                '{{ this.schema }}', holder_name;
+        end if;
+        execute format('drop statistics %I.%I', '{{ this.schema }}', '{{ name }}');
+    end
+    $ensure_statistics$;
+    create statistics if not exists {{ adapter.quote(this.schema) }}.{{ name }} ({{ kinds }})
+    on {{ columns }} from {{ relation }}
+{%- endmacro %}
+
 {% macro ensure_constraint_name(constraint_type, name) -%}
     {%- set relation = this.include(database=false) -%}
     do $ensure_constraint_name$

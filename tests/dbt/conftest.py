@@ -190,6 +190,10 @@ CATALOG_QUERIES = {
         from pg_class where relnamespace = 'analytics'::regnamespace
             and relkind in ('r', 'v', 'p', 'm')
     """,
+    "statistics": """
+        select stxrelid::regclass::text, stxname, pg_get_statisticsobjdef(oid)
+        from pg_statistic_ext where stxnamespace = 'analytics'::regnamespace
+    """,
     "defaults": """
         select relation.relname, attribute.attname, pg_get_expr(adbin, adrelid)
         from pg_attrdef

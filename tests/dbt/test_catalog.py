@@ -58,6 +58,15 @@ def test_covering_indexes_exist_with_their_exact_definition(warehouse: Warehouse
     for name, columns in COVERING_INDEXES.items():
         assert indexes.get(("deals", name)) == (
             f"CREATE INDEX {name} ON analytics.deals USING btree {columns}"), name
+    # Ours too: a scan's deals in createdate order (the seed's paginated listing of a scan).
+    assert indexes.get(("deals", "idx_deals_scan_job_created")) == (
+        "CREATE INDEX idx_deals_scan_job_created ON analytics.deals "
+        "USING btree (scan_job_id, createdate)")
+    # ... and the statistics that let the planner choose it: a scan job belongs to one tenant.
+    assert warehouse.catalogs["first"]["statistics"] == {(
+        "analytics.deals", "stx_deals_scan_job_tenant",
+        "CREATE STATISTICS analytics.stx_deals_scan_job_tenant (dependencies) "
+        "ON scan_job_id, _tenant_id FROM analytics.deals")}
 
 
 def test_seed_constraints_exist(warehouse: Warehouse) -> None:

@@ -13,7 +13,13 @@
     Indexes: the seed's, under its names, plus three covering indexes of ours
     (idx_deals_tenant_*_amount, idx_deals_tenant_date_listing) that answer the seed's per-tenant
     aggregates and listings by index-only scans; the loader vacuums the table after each build
-    (loader/transform.py) so that those scans need no heap fetches.
+    (loader/transform.py) so that those scans need no heap fetches. And idx_deals_scan_job_created
+    (scan_job_id, createdate): the seed's page of a scan's deals (newest first, 100 at a time)
+    reads its 100 rows in order instead of sorting every deal of the scan (a full scan's job
+    holds every deal of the tenant). stx_deals_scan_job_tenant tells the planner that a scan job
+    belongs to one tenant: without it the planner multiplies the two filters' selectivities and
+    expects a twentieth of a scan's rows (a sort of a few hundred rows looks cheaper than the
+    index).
 
     deals depends on scan_jobs (the depends_on comment below) so that the scan jobs a new version
     references are in analytics.scan_jobs before the merge checks the foreign key.
@@ -58,6 +64,9 @@
                 where='archived = false') }}",
             "{{ ensure_index('idx_deals_tenant_close_date_amount', '_tenant_id, closedate',
                 include='amount', where='closedate is not null') }}",
+            "{{ ensure_index('idx_deals_scan_job_created', 'scan_job_id, createdate') }}",
+            "{{ ensure_statistics('stx_deals_scan_job_tenant', 'dependencies',
+                'scan_job_id, _tenant_id') }}",
             "{{ ensure_index('idx_deals_tenant_date_listing', '_tenant_id, createdate',
                 include='archived, id, dealname, amount, dealstage, closedate') }}",
         ],
