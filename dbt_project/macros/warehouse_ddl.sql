@@ -15,30 +15,41 @@
     {{ adapter.quote(this.schema) }}.{{ adapter.quote(identifier) }}
 {%- endmacro %}
 
-{% macro ensure_index(name, columns, method='btree', include=none, where=none) -%}
-    {%- set relation = this.include(database=false) -%}
-    do $ensure_index$
+{#-
+    Frees the schema-wide name `name` of an object of kind `object_kind` (index, statistics) for
+    this model: when dbt's `__dbt_backup` or `__dbt_tmp` relation holds it, it is dropped there;
+    when any other table holds it, an error. `holder_from` is the FROM ... WHERE clause that finds
+    the holding table as `table_class`.
+-#}
+{% macro free_name_on_sibling(object_kind, name, holder_from) -%}
+    do $free_name$
     declare
         holder_name name;
     begin
         select table_class.relname into holder_name
-        from pg_catalog.pg_index as index_info
-        inner join pg_catalog.pg_class as index_class on index_info.indexrelid = index_class.oid
-        inner join pg_catalog.pg_class as table_class on index_info.indrelid = table_class.oid
-        inner join pg_catalog.pg_namespace as schema_info
-            on index_class.relnamespace = schema_info.oid
-        where schema_info.nspname = '{{ this.schema }}' and index_class.relname = '{{ name }}';
+        {{ holder_from }};
         if holder_name is null or holder_name = '{{ this.identifier }}' then
             return;
         end if;
         if holder_name not in ('{{ this.identifier }}__dbt_backup', '{{ this.identifier }}__dbt_tmp')
         then
-            raise exception 'index name % is taken by table %.%', '{{ name }}',
+            raise exception '{{ object_kind }} name % is taken by table %.%', '{{ name }}',
                 '{{ this.schema }}', holder_name;
         end if;
-        execute format('drop index %I.%I', '{{ this.schema }}', '{{ name }}');
+        execute format('drop {{ object_kind }} %I.%I', '{{ this.schema }}', '{{ name }}');
     end
-    $ensure_index$;
+    $free_name$
+{%- endmacro %}
+
+{% macro ensure_index(name, columns, method='btree', include=none, where=none) -%}
+    {%- set relation = this.include(database=false) -%}
+    {{ free_name_on_sibling('index', name, "
+        from pg_catalog.pg_index as index_info
+        inner join pg_catalog.pg_class as index_class on index_info.indexrelid = index_class.oid
+        inner join pg_catalog.pg_class as table_class on index_info.indrelid = table_class.oid
+        inner join pg_catalog.pg_namespace as schema_info
+            on index_class.relnamespace = schema_info.oid
+        where schema_info.nspname = '" ~ this.schema ~ "' and index_class.relname = '" ~ name ~ "'") }};
     create index if not exists {{ name }} on {{ relation }}
     using {{ method }} ({{ columns }})
     {%- if include %} include ({{ include }}){% endif %}
@@ -52,28 +63,13 @@
 -#}
 {% macro ensure_statistics(name, kinds, columns) -%}
     {%- set relation = this.include(database=false) -%}
-    do $ensure_statistics$
-    declare
-        holder_name name;
-    begin
-        select table_class.relname into holder_name
+    {{ free_name_on_sibling('statistics', name, "
         from pg_catalog.pg_statistic_ext as statistics_info
         inner join pg_catalog.pg_class as table_class
             on statistics_info.stxrelid = table_class.oid
         inner join pg_catalog.pg_namespace as schema_info
             on statistics_info.stxnamespace = schema_info.oid
-        where schema_info.nspname = '{{ this.schema }}' and statistics_info.stxname = '{{ name }}';
-        if holder_name is null or holder_name = '{{ this.identifier }}' then
-            return;
-        end if;
-        if holder_name not in ('{{ this.identifier }}__dbt_backup', '{{ this.identifier }}__dbt_tmp')
-        then
-            raise exception 'statistics name % is taken by table %.%', '{{ name }}',
-                '{{ this.schema }}', holder_name;
-        end if;
-        execute format('drop statistics %I.%I', '{{ this.schema }}', '{{ name }}');
-    end
-    $ensure_statistics$;
+        where schema_info.nspname = '" ~ this.schema ~ "' and statistics_info.stxname = '" ~ name ~ "'") }};
     create statistics if not exists {{ adapter.quote(this.schema) }}.{{ name }} ({{ kinds }})
     on {{ columns }} from {{ relation }}
 {%- endmacro %}
