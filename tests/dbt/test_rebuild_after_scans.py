@@ -12,28 +12,23 @@ decide as 300,000 would.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from loader import transform
 from loader.sandbox import SandboxServer
-from tests.conftest import unique_tenant, write_tenants_file
+from tests.conftest import LoaderRun, unique_tenant, write_tenants_file
 from tests.dbt.conftest import connect, fetch, with_user
 
 DEALS = 300
 
 
-def _loader(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "loader", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, f"loader {' '.join(args)}: {proc.stderr[-2000:]}"
-    return proc
+def _ok(run: LoaderRun) -> LoaderRun:
+    assert run.returncode == 0, run.stderr[-2000:]
+    return run
 
 
-def _worker_builds(proc: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+def _worker_builds(proc: LoaderRun) -> list[dict[str, Any]]:
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     return [e for e in events if e["event"] == "build"]
 
@@ -46,22 +41,23 @@ def _last_build(url: str) -> tuple[bool, str]:
 
 
 def test_a_full_refresh_scan_is_rebuilt_and_an_increment_merged(
-    scratch_databases, analyst_login: str, tmp_path: Path  # type: ignore[no-untyped-def]
+    scratch_databases, run_loader, analyst_login: str,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
 ) -> None:
     url = scratch_databases("rebuild")
     tenant, other = unique_tenant("rebuild"), unique_tenant("rebuild-other")
     tokens = {tenant: "tok-rebuild-0123456789abcdef", other: "tok-rebuild-other-0123456789"}
-    env = dict(os.environ, DATABASE_URL=url, LOADER_REBUILD_MIN_VERSIONS="1",
+    env = dict(DATABASE_URL=url, LOADER_REBUILD_MIN_VERSIONS="1",
                **write_tenants_file(tmp_path / "tenants.toml", tokens))
     with SandboxServer(portals=tokens, deals=DEALS, seed=57) as sandbox:
         env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
         # First scans and the first build: no mart yet, so a whole build, not a rebuild.
-        _loader(env, tmp_path, "submit", "--all")
-        first = _worker_builds(_loader(env, tmp_path, "worker", "--once", "--json"))
+        _ok(run_loader("submit", "--all", env=env))
+        first = _worker_builds(_ok(run_loader("worker", "--once", "--json", env=env)))
         # A full-refresh scan of one tenant re-lands its 300 deals: 300 new of 900 raw
         # versions, over 1 + 0.15 x 900. The worker rebuilds.
-        _loader(env, tmp_path, "submit", "--tenant", tenant, "--full-refresh")
-        second = _worker_builds(_loader(env, tmp_path, "worker", "--once", "--json"))
+        _ok(run_loader("submit", "--tenant", tenant, "--full-refresh", env=env))
+        second = _worker_builds(_ok(run_loader("worker", "--once", "--json", env=env)))
         (refreshed,) = fetch(url, "select scan_id from loader.scan_jobs "
                                   "where organization_id = %s order by created_at desc limit 1",
                              (tenant,))
@@ -70,7 +66,7 @@ def test_a_full_refresh_scan_is_rebuilt_and_an_increment_merged(
                       (tenant,))
         # Then an increment (nothing changed: the lookback's few deals at most, under
         # 1 + 0.15 x 900), merged, here after run.
-        run = _loader(env, tmp_path, "run", "--tenant", tenant, "--json")
+        run = _ok(run_loader("run", "--tenant", tenant, "--json", env=env))
 
     assert [b["full_refresh"] for b in first] == [False] and first[0]["ok"]
     (rebuild,) = second
@@ -96,7 +92,7 @@ def test_a_full_refresh_scan_is_rebuilt_and_an_increment_merged(
 
 
 def test_rebuild_is_cheaper_weighs_the_new_versions_against_the_raw_history(
-    scratch_databases, monkeypatch, tmp_path: Path  # type: ignore[no-untyped-def]
+    scratch_databases, run_loader, monkeypatch  # type: ignore[no-untyped-def]
 ) -> None:
     url = scratch_databases("rebuild_rule")
     monkeypatch.delenv("LOADER_REBUILD_MIN_VERSIONS", raising=False)
@@ -116,10 +112,8 @@ def test_rebuild_is_cheaper_weighs_the_new_versions_against_the_raw_history(
     assert transform.rebuild_is_cheaper(60_009, url) is False
     # A bad value is a one-line error before any work, from run and worker alike.
     for command in (["run", "--tenant", "acme"], ["worker", "--once"]):
-        proc = subprocess.run([sys.executable, "-m", "loader", *command], cwd=tmp_path,
-                              env=dict(os.environ, DATABASE_URL=url,
-                                       LOADER_REBUILD_MIN_VERSIONS="1e9"),
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = run_loader(*command, env={"DATABASE_URL": url,
+                                         "LOADER_REBUILD_MIN_VERSIONS": "1e9"})
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip() == ("error: LOADER_REBUILD_MIN_VERSIONS must be a whole "
                                        "number of deal versions (0 or more), not '1e9'")
