@@ -237,7 +237,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print_scan_results(results, as_json=args.json)
     if any(r.status == "completed" for r in results) and not args.no_transform:
         # What the scans landed decides between a merge and a rebuild (as on the worker).
-        landed = sum(r.processed_items for r in results if r.status in ("completed", "cancelled"))
+        landed = runner.landed_versions(results)
         rebuild = transform.rebuild_is_cheaper(landed)
         if rebuild:
             print(f"dbt: the scans landed {landed:,} deal versions: rebuilding the marts from the "

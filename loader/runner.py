@@ -71,6 +71,12 @@ class ScanResult:
         return dict(self.__dict__)
 
 
+def landed_versions(results: Sequence[ScanResult]) -> int:
+    """Deal versions these scans landed in ``raw_hubspot.deals`` that a build takes in: those of
+    completed scans and the whole batches of cancelled ones (``processed_items``)."""
+    return sum(r.processed_items for r in results if r.status in ("completed", "cancelled"))
+
+
 def failed_result(options: ScanOptions, message: str) -> ScanResult:
     return ScanResult(options.tenant_id, "", "", "failed", "n/a", 0, 0, 0, 0, 0.0, message)
 

@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from . import db, scan_jobs, settings
 from .errors import LoaderError
-from .runner import FORKSERVER_PRELOAD, ScanResult, one_line, raw_tables_exist
+from .runner import (
+    FORKSERVER_PRELOAD,
+    ScanResult,
+    landed_versions,
+    one_line,
+    raw_tables_exist,
+)
 
 if TYPE_CHECKING:  # the pool is imported when a worker starts, not by submit --wait
     from concurrent.futures import Future, ProcessPoolExecutor
@@ -247,8 +253,7 @@ class Worker:
                               scan_id=job["scan_id"], tenant_id=result.tenant_id,
                               reason=result.error_message)
                 continue
-            if result.status in ("completed", "cancelled"):
-                self._landed += result.processed_items
+            self._landed += landed_versions([result])
             if result.status == "completed" and self.options.transform:
                 self._build_due = True
             self.emit("scan", _scan_line(result, job), **result.as_dict())
