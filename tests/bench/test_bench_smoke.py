@@ -101,9 +101,12 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     if q["available"]:
         assert q["analyst_visible_tenants"] == 1  # RLS: one tenant's rows, whatever the SQL
         for figures in q["queries"].values():
-            for key in ("rls_median_ms", "rls_p95_ms", "owner_median_ms", "owner_p95_ms"):
+            for key in ("rls_median_ms", "rls_p95_ms", "owner_median_ms", "owner_p95_ms",
+                        "first_visit_median_ms", "first_visit_max_ms"):
                 _number(figures[key])
             assert figures["rls_median_ms"] <= figures["rls_p95_ms"]
+            assert figures["first_visit_median_ms"] <= figures["first_visit_max_ms"]
+        assert q["measured_tenants"] >= 1 and q["shared_buffers"]
     else:
         assert q["note"].startswith("not available")
 
