@@ -13,6 +13,7 @@ ids), so the queries can be measured at 1,000,000 deals without scanning them; t
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from typing import Any
@@ -235,10 +236,11 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
     with env.cursor() as cur:
         cur.execute("select count(*), count(distinct _tenant_id) from analytics.deals")
         rows, tenant_count = cur.fetchone()
-        # The build (and the generated rows) left dirty pages behind: written out now, not by
-        # the checkpointer in the middle of the timings.
+        # The build (and the generated rows) left dirty pages behind: written out now, by
+        # PostgreSQL's checkpoint and the kernel's writeback, not in the middle of the timings.
         checkpoint_started = time.perf_counter()
         cur.execute("checkpoint")
+        os.sync()
         checkpoint_seconds = round(time.perf_counter() - checkpoint_started, 2)
     _ensure_login(env)
     params = _pick_params(env, min(tenant_count, 20))
