@@ -140,6 +140,28 @@ def _synthesise(env: BenchEnv, deals: int, tenants: int) -> dict[str, Any]:
             "synthetic_seconds": round(seconds, 1)}
 
 
+def _wait_for_autovacuum(env: BenchEnv, timeout: float = 180.0) -> dict[str, Any]:
+    """Wait until no autovacuum worker runs, so that none shares the two cores with the timed
+    connections (the scans before, ``make bench``'s memory section last, add hundreds of
+    thousands of raw rows, which autovacuum may take up). Returns what it found and how long it
+    waited; after ``timeout`` it times anyway and says so."""
+    started = time.perf_counter()
+    seen: set[str] = set()
+    with env.cursor() as cur:
+        while True:
+            cur.execute("select coalesce(array_agg(query), '{}') from pg_stat_activity "
+                        "where backend_type = 'autovacuum worker'")
+            running = cur.fetchone()[0]
+            seen.update(running)
+            waited = time.perf_counter() - started
+            if not running or waited >= timeout:
+                break
+            time.sleep(0.5)
+    return {"autovacuum_waited_seconds": round(waited, 1),
+            "autovacuum_seen": sorted(seen)[:10],
+            "autovacuum_still_running": bool(running)}
+
+
 def _ensure_login(env: BenchEnv) -> None:
     with env.cursor() as cur:
         cur.execute("select 1 from pg_roles where rolname = %s", (BENCH_LOGIN,))
@@ -242,6 +264,7 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
         cur.execute("checkpoint")
         os.sync()
         checkpoint_seconds = round(time.perf_counter() - checkpoint_started, 2)
+    autovacuum_wait = _wait_for_autovacuum(env)
     _ensure_login(env)
     params = _pick_params(env, min(tenant_count, 20))
     with env.cursor() as cur:
@@ -282,6 +305,7 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
                    "fetch; timed after one warm-up run per tenant (first_visit_*: those runs)"),
         "measured_tenants": len(params),
         "checkpoint_seconds": checkpoint_seconds,
+        **autovacuum_wait,
         "shared_buffers": shared_buffers,
         **grown,
         "queries": per_query,

@@ -107,6 +107,7 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
             assert figures["rls_median_ms"] <= figures["rls_p95_ms"]
             assert figures["first_visit_median_ms"] <= figures["first_visit_max_ms"]
         assert q["measured_tenants"] >= 1 and q["shared_buffers"]
+        assert q["autovacuum_waited_seconds"] >= 0
     else:
         assert q["note"].startswith("not available")
 
