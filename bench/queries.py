@@ -258,6 +258,8 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
     with env.cursor() as cur:
         cur.execute("select count(*), count(distinct _tenant_id) from analytics.deals")
         rows, tenant_count = cur.fetchone()
+        cur.execute("show shared_buffers")
+        shared_buffers = cur.fetchone()[0]
         # The build (and the generated rows) left dirty pages behind: written out now, by
         # PostgreSQL's checkpoint and the kernel's writeback, not in the middle of the timings.
         checkpoint_started = time.perf_counter()
@@ -267,9 +269,6 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
     autovacuum_wait = _wait_for_autovacuum(env)
     _ensure_login(env)
     params = _pick_params(env, min(tenant_count, 20))
-    with env.cursor() as cur:
-        cur.execute("show shared_buffers")
-        shared_buffers = cur.fetchone()[0]
     owner, rls, first = _time_pair(env, params, repeats)
     # Isolation check: the analyst sees only the tenant set for the session.
     conn = env.connect()
