@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +27,7 @@ from . import db, dlt_speedups, scan_jobs, settings, tenants
 from .destination import CachedPostgres
 from .errors import LoaderError
 from .hubspot import SOURCE_NAME, hubspot_deals, spool_dir
-from .hubspot.helpers import HubSpotClient
+from .hubspot.helpers import HubSpotClient, InOrderCalls
 from .hubspot.pacer import RequestPacer
 from .known_stages import StageLookup
 from .runner import (
@@ -76,10 +75,7 @@ class JobProgress:
         self.processed = self.failed = self.total = 0
         self.cancelled = False
         self._bar: Any = None
-        self._writer: ThreadPoolExecutor | None = None
-        #: Writes submitted and not yet awaited, in order (``set_progress``'s answer is the job's
-        #: status; ``set_total``'s is None).
-        self._inflight: list[Future[Any]] = []
+        self._writer: InOrderCalls | None = None
         if show:
             from .report import scan_progress_bar
 
@@ -89,9 +85,8 @@ class JobProgress:
 
     def _submit(self, fn: Callable[..., Any], *args: Any) -> None:
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1,
-                                              thread_name_prefix=f"progress-{self.job.tenant_id}")
-        self._inflight.append(self._writer.submit(fn, self.conn, self.job, *args))
+            self._writer = InOrderCalls(f"progress-{self.job.tenant_id}")
+        self._writer.submit(fn, self.conn, self.job, *args)
 
     def on_total(self, total: int) -> None:
         """HubSpot told how many deals to expect (the search API's ``total``)."""
@@ -113,10 +108,10 @@ class JobProgress:
     def may_continue(self) -> bool:
         """Wait for the writes in flight (raising what failed in them); False once the job was
         cancelled, by ``cancel`` or here (stop before taking another batch)."""
-        inflight, self._inflight = self._inflight, []
-        for future in inflight:
-            if future.result() == "cancelled":
-                self.cancelled = True
+        if self._writer is not None:
+            while self._writer.pending:
+                if self._writer.answer() == "cancelled":
+                    self.cancelled = True
         return not self.cancelled
 
     def flush(self) -> None:
@@ -131,15 +126,14 @@ class JobProgress:
     def close(self) -> None:
         """Wait for the writes in flight (their errors are left to :meth:`flush`, which writes
         the counters again on the same connection) and stop the writer thread."""
-        for future in self._inflight:
-            try:
-                future.result()
-            except Exception:  # noqa: BLE001 - flush() meets the same failure, and reports it
-                logger.debug("scan %s: a progress write failed", self.job.scan_id,
-                             exc_info=True)
-        self._inflight = []
         if self._writer is not None:
-            self._writer.shutdown(wait=True)
+            while self._writer.pending:
+                try:
+                    self._writer.answer()
+                except Exception:  # noqa: BLE001 - flush() meets the same failure, and reports it
+                    logger.debug("scan %s: a progress write failed", self.job.scan_id,
+                                 exc_info=True)
+            self._writer.close()
             self._writer = None
         if self._bar is not None:
             self._bar.stop()

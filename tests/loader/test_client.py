@@ -10,7 +10,13 @@ import time
 
 import pytest
 
-from loader.hubspot.helpers import HubSpotClient, HubSpotError, WalkAhead, prefetched
+from loader.hubspot.helpers import (
+    HubSpotClient,
+    HubSpotError,
+    InOrderCalls,
+    WalkAhead,
+    prefetched,
+)
 from loader.sandbox import SandboxServer
 
 TOKEN = "tok-client-0123456789"
@@ -222,6 +228,29 @@ def test_prefetched_items_come_in_order_one_ahead_with_errors_where_they_happene
     items.close()
     assert closed == [True]  # closing stops the walk
     assert list(prefetched(iter([]))) == []
+
+
+def test_in_order_calls_run_in_one_thread_and_answer_in_order_with_what_they_raised() -> None:
+    calls = InOrderCalls("calls-test")
+    ran_in: list[str] = []
+
+    def call(n: int) -> int:
+        ran_in.append(threading.current_thread().name)
+        if n == 2:
+            raise ValueError("call 2 failed")
+        time.sleep(0.01 * (3 - n))  # the earlier, the slower: answers still come in order
+        return n * 10
+
+    for n in range(4):
+        calls.submit(call, n)
+    assert calls.pending == 4
+    assert [calls.answer(), calls.answer()] == [0, 10]
+    with pytest.raises(ValueError, match="call 2 failed"):
+        calls.answer()
+    assert calls.answer() == 30 and calls.pending == 0
+    calls.close()
+    assert set(ran_in) == {"calls-test"}
+    assert "calls-test" not in {t.name for t in threading.enumerate()}  # closed: gone
 
 
 def _wait_until(check, seconds: float = 10.0) -> None:
