@@ -61,6 +61,7 @@ def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, wha
             "--json"]
     if full_refresh:
         args.append("--full-refresh")
+    sandbox.clear_cache()
     before = sandbox.requests_total(tenants)
     hits, misses = sandbox.cache_counters()
     run = env.loader(args, tenv, timeout=timeout)
@@ -311,7 +312,9 @@ class WorkerRun:
         ended), as an operator waits for it; requests from the sandbox's counters."""
         args = ["submit", "--all", "--wait", "--json",
                 *(["--full-refresh"] if full_refresh else [])]
+        self.sandbox.clear_cache()
         before = self.sandbox.requests_total(self.tenants)
+        hits, misses = self.sandbox.cache_counters()
         cpu = self.cpu_seconds()
         run = self.env.loader(args, self.tenv, timeout=self.timeout)
         results = _scan_results(run, "worker scans")
@@ -324,6 +327,8 @@ class WorkerRun:
             "deals_per_s": round(deals / run.seconds, 1) if run.seconds else None,
             "modes": sorted({str(r.get("mode")) for r in results}),
             "worker_cpu_seconds": round(self.cpu_seconds() - cpu, 2),
+            "sandbox_cached_pages": self.sandbox.cache_counters()[0] - hits,
+            "sandbox_rendered_pages": self.sandbox.cache_counters()[1] - misses,
         }
 
     def next_build(self, after: str | None = None) -> dict[str, Any]:

@@ -70,6 +70,13 @@ async def reset_all_stats(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+async def clear_cache(request: web.Request) -> web.Response:
+    """``POST /_sandbox/clear-cache``: forget every rendered page (the next request for each is
+    rendered again); its hit and miss counters go on."""
+    request.app[STATE_KEY].cache.clear()
+    return web.Response(status=204)
+
+
 async def portals(request: web.Request) -> web.Response:
     """``GET /_sandbox/portals``: tenants and their deal counts."""
     state = request.app[STATE_KEY]
@@ -169,6 +176,7 @@ def add_control_routes(app: web.Application) -> None:
     r.add_get("/_sandbox/health", _guard(health))
     r.add_get("/_sandbox/stats", _guard(stats))
     r.add_post("/_sandbox/reset-stats", _guard(reset_all_stats))
+    r.add_post("/_sandbox/clear-cache", _guard(clear_cache))
     r.add_get("/_sandbox/portals", _guard(portals))
     r.add_get(f"{base}/stats", _guard(portal_stats))
     r.add_post(f"{base}/reset-stats", _guard(portal_reset_stats))

@@ -49,6 +49,10 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert s["source_ceiling"]["deals"] >= 2000  # live and archived pages
     assert _number(s["full_scan"]["ratio_to_lower_ceiling"]) > 0
     assert _number(s["full_scan"]["ratio_to_naive"]) > 0
+    # Every page of a measured full scan rendered by the sandbox, none from the pages the
+    # ceiling's passes left in its cache (both send the same URLs).
+    for full in (s["full_scan"], s["worker"]["full_scan"]):
+        assert full["sandbox_cached_pages"] == 0 and full["sandbox_rendered_pages"] > 0
 
     inc = s["incremental_scan"]
     assert inc["modes"] == ["incremental"]

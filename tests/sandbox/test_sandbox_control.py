@@ -56,6 +56,22 @@ def test_control_endpoints(server, acme):
                           json={"properties": {"nope": "1"}}).status_code == 400
 
 
+def test_clear_cache_makes_the_next_request_render_its_page_again(server, acme):
+    def cache() -> dict:
+        return requests.get(f"{server.base_url}/_sandbox/stats").json()["response_cache"]
+
+    params = {"limit": 20, "properties": "dealname,amount"}
+    first = acme.get(server.base_url + DEALS, params=params)
+    again = acme.get(server.base_url + DEALS, params=params)
+    assert first.content == again.content
+    assert (cache()["hits"], cache()["misses"]) == (1, 1) and cache()["bytes"] > 0
+    assert requests.post(f"{server.base_url}/_sandbox/clear-cache").status_code == 204
+    assert cache()["bytes"] == 0
+    rendered = acme.get(server.base_url + DEALS, params=params)
+    assert rendered.content == first.content  # the same page, rendered again
+    assert (cache()["hits"], cache()["misses"]) == (1, 2)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
