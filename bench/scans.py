@@ -63,11 +63,10 @@ def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, wha
         args.append("--full-refresh")
     sandbox.clear_cache()
     before = sandbox.requests_total(tenants)
-    hits, misses = sandbox.cache_counters()
+    pages_before = sandbox.cache_counters()
     run = env.loader(args, tenv, timeout=timeout)
     results = _scan_results(run, what)
     requests_made = sandbox.requests_total(tenants) - before
-    hits_after, misses_after = sandbox.cache_counters()
     deals = _landed(env, results)
     return {
         "deals": deals,
@@ -79,10 +78,16 @@ def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, wha
         "cpu_seconds": round(run.cpu_seconds, 2),
         "peak_rss_process_mb": round(run.peak_rss_process / MB, 1),
         "peak_rss_tree_mb": round(run.peak_rss_tree / MB, 1),
-        # Pages the sandbox served from its cache vs rendered (rendering costs its CPU too).
-        "sandbox_cached_pages": hits_after - hits,
-        "sandbox_rendered_pages": misses_after - misses,
+        **_pages_since(sandbox, pages_before),
     }
+
+
+def _pages_since(sandbox: Sandbox, before: tuple[int, int]) -> dict[str, int]:
+    """Pages the sandbox served from its cache vs rendered since its ``cache_counters()`` were
+    ``before`` (rendering costs its CPU too; a measured scan starts with the cache cleared)."""
+    hits, misses = sandbox.cache_counters()
+    return {"sandbox_cached_pages": hits - before[0],
+            "sandbox_rendered_pages": misses - before[1]}
 
 
 def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -314,7 +319,7 @@ class WorkerRun:
                 *(["--full-refresh"] if full_refresh else [])]
         self.sandbox.clear_cache()
         before = self.sandbox.requests_total(self.tenants)
-        hits, misses = self.sandbox.cache_counters()
+        pages_before = self.sandbox.cache_counters()
         cpu = self.cpu_seconds()
         run = self.env.loader(args, self.tenv, timeout=self.timeout)
         results = _scan_results(run, "worker scans")
@@ -327,8 +332,7 @@ class WorkerRun:
             "deals_per_s": round(deals / run.seconds, 1) if run.seconds else None,
             "modes": sorted({str(r.get("mode")) for r in results}),
             "worker_cpu_seconds": round(self.cpu_seconds() - cpu, 2),
-            "sandbox_cached_pages": self.sandbox.cache_counters()[0] - hits,
-            "sandbox_rendered_pages": self.sandbox.cache_counters()[1] - misses,
+            **_pages_since(self.sandbox, pages_before),
         }
 
     def next_build(self, after: str | None = None) -> dict[str, Any]:
