@@ -174,9 +174,10 @@ def test_an_incremental_scan_whose_archived_walk_fails_lands_nothing_and_the_nex
         for deal_id in gone:
             portal.archive_deal(deal_id)
         _wait_for_the_sandbox_clock(portal, changed[-1])
-        # The list endpoint is read by the archived walk alone in an incremental scan: a 200
-        # that is not a HubSpot page (not retried).
-        portal.bad_shape_next(1, "json", path="/crm/v3/objects/deals")
+        # The list endpoint (GET) is read by the archived walk alone in an incremental scan: a
+        # 200 that is not a HubSpot page (not retried). A fault's path is a prefix, so without
+        # the method the search's POST to .../deals/search could take it first (a race).
+        portal.bad_shape_next(1, "json", path="/crm/v3/objects/deals", method="GET")
         failed = run_loader("run", "--tenant", tenant, "--json", "--no-transform", env=env)
         portal.clear_faults()
         retry = _scan(run_loader, env, tenant)
