@@ -48,12 +48,6 @@ int_deal_versions_validated as (
 
 ),
 
-int_scan_jobs_unioned as (
-
-    select * from {{ ref('int_scan_jobs_unioned') }}
-
-),
-
 new_versions as (
 
     select
@@ -62,10 +56,8 @@ new_versions as (
         int_deal_versions_validated.id,
         int_deal_versions_validated._extracted_at
     from int_deal_versions_validated
-    inner join int_scan_jobs_unioned
-        on int_deal_versions_validated.scan_job_id = int_scan_jobs_unioned.id
     where
-        int_scan_jobs_unioned.is_finished
+        int_deal_versions_validated.is_scan_finished
         and int_deal_versions_validated.record_issue is null
     {% if incremental %}
         and {{ extracted_after_high_water_marks(

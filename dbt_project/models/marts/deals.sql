@@ -82,20 +82,6 @@ int_deal_versions_validated as (
 
 ),
 
-int_scan_jobs_unioned as (
-
-    select * from {{ ref('int_scan_jobs_unioned') }}
-
-),
-
-finished_scans as (
-
-    select id as scan_job_id
-    from int_scan_jobs_unioned
-    where is_finished
-
-),
-
 new_rows as (
 
     select
@@ -121,10 +107,9 @@ new_rows as (
         versions_validated.hubspot_created_at,
         versions_validated.hubspot_updated_at
     from int_deal_versions_validated as versions_validated
-    inner join finished_scans
-        on versions_validated.scan_job_id = finished_scans.scan_job_id
     where
-        versions_validated.record_issue is null
+        versions_validated.is_scan_finished
+        and versions_validated.record_issue is null
     {% if is_incremental() %}
         and {{ extracted_after_high_water_marks(
             'versions_validated._tenant_id', 'versions_validated._extracted_at',

@@ -62,10 +62,9 @@ versions as (
 
     select int_deal_versions_validated.*
     from int_deal_versions_validated
-    inner join finished_scans
-        on int_deal_versions_validated.scan_job_id = finished_scans.scan_job_id
     where
-        (
+        int_deal_versions_validated.is_scan_finished
+        and (
             int_deal_versions_validated.record_issue is not null
             or cardinality(int_deal_versions_validated.field_issues) > 0
         )
