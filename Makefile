@@ -36,9 +36,12 @@ TEST_TMP ?= /tmp/loader-pytest-$(shell printf '%s' "$(CURDIR)" | cksum | cut -d'
 MAKE_TEST_TMP = mkdir -p $(TEST_TMP) && chmod 755 $(TEST_TMP)
 
 # The embedded pass in two halves of about equal length, each a pytest process of its own
-# (every folder of tests/ is in one; the worker's tests go with the second).
-EMBEDDED_HALF_1 := tests/dbt tests/loader --ignore=tests/loader/test_worker.py
-EMBEDDED_HALF_2 := tests/e2e tests/bench tests/sandbox tests/loader/test_worker.py
+# (every folder of tests/ is in one; the worker's tests go with the second, the foundation's
+# end-to-end tests with the first).
+EMBEDDED_HALF_1 := tests/dbt tests/loader --ignore=tests/loader/test_worker.py \
+	tests/e2e/test_foundation.py
+EMBEDDED_HALF_2 := tests/e2e --ignore=tests/e2e/test_foundation.py tests/bench tests/sandbox \
+	tests/loader/test_worker.py
 
 ## test: lint, pytest on the embedded PG 18 (in two halves) and on CI's PG 15, side by side;
 ## each one's output is printed whole when it ends. One embedded pass alone left a core idle
