@@ -15,7 +15,7 @@ import pytest
 
 from loader import transform
 from tests.dbt import raw_data
-from tests.dbt.conftest import connect, run_loader_cli, with_user
+from tests.dbt.conftest import connect, dbt_run_in_process, with_user
 
 TENANTS, DEALS, JOBS_PER_TENANT = 20, 200_000, 100
 TENANT = "tenant-07"
@@ -151,7 +151,7 @@ def big_warehouse_url(scratch_databases) -> str:  # type: ignore[no-untyped-def]
     conn.close()
     # The two marts the queries read, with their post-hooks (indexes, RLS, grants); the other
     # marts and the data tests are exercised by the scenario tests.
-    run_loader_cli(url, "dbt", "run", "--select", "+deals", "+scan_jobs")
+    dbt_run_in_process(url, "--select", "+deals", "+scan_jobs")
     owner = connect(url)
     with owner.cursor() as cur:
         cur.execute("analyze analytics.deals")

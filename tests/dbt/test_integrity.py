@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.dbt import raw_data
-from tests.dbt.conftest import build_in_process, connect, dbt_in_process, run_loader_cli
+from tests.dbt.conftest import build_in_process, connect, dbt_in_process, dbt_run_in_process
 
 T0 = datetime(2025, 6, 1, 8, tzinfo=UTC)
 INTEGRITY = "assert_deals_row_count_matches_staging"
@@ -43,7 +43,7 @@ def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databas
     raw_data.add_deal(conn, "job-2", "acme", "1", later, later)
     raw_data.add_deal(conn, "job-2", "acme", "3", later, later)
     conn.close()
-    run_loader_cli(url, "dbt", "run", "--select", "scan_jobs", "deals")
+    dbt_run_in_process(url, "--select", "scan_jobs", "deals")
     assert _integrity_test(url) == "pass"
 
     # A deal of that scan lost from the mart is found ...

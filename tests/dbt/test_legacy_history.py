@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.dbt import raw_data
-from tests.dbt.conftest import connect, fetch, run_loader_cli
+from tests.dbt.conftest import connect, dbt_run_in_process, fetch
 
 T0 = datetime(2025, 3, 1, 12, tzinfo=UTC)
 
@@ -31,7 +31,7 @@ def test_history_in_the_old_child_table_is_read_with_the_new_table(scratch_datab
             (T0 - timedelta(days=1), old_row, old_row))
     conn.commit()
     conn.close()
-    run_loader_cli(url, "dbt", "run", "--select", "+deal_stage_history")
+    dbt_run_in_process(url, "--select", "+deal_stage_history")
     rows = fetch(url, "select deal_id, dealstage, valid_from from analytics.deal_stage_history "
                       "where _tenant_id = 'acme' order by deal_id")
     naive = T0.replace(tzinfo=None)  # the marts keep UTC as timestamp without time zone

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from tests.conftest import ROOT
-from tests.dbt.conftest import DEAL_ROWS, Warehouse, fetch, run_loader_cli
+from tests.dbt.conftest import DEAL_ROWS, Warehouse, dbt_run_in_process, fetch, run_loader_cli
 
 JOBS = "select id from {} order by id"
 
@@ -36,7 +36,7 @@ def test_retention_archives_only_jobs_no_current_deal_references(warehouse: Ware
     assert fetch(warehouse.url, DEAL_ROWS) == deals_before  # nothing cascaded
 
     # The archived scan's raw rows still count: created_at of deals it first stored is kept.
-    run_loader_cli(warehouse.url, "dbt", "run", "--full-refresh", "--select", "deals+")
+    dbt_run_in_process(warehouse.url, "--full-refresh", "--select", "deals+")
     assert fetch(warehouse.url, DEAL_ROWS) == deals_before
 
 
