@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import pytest
 
 from loader.sandbox import SandboxServer
 from tests.conftest import query, unique_tenant, write_tenants_file
+from tests.dbt.conftest import build_in_process
 
 CONTENT_COLUMNS = (
     "id, dealname, amount, dealstage, pipeline, createdate, closedate, dealtype, "
@@ -31,9 +33,11 @@ def _scan(run_loader, env: dict[str, str], tenant: str, *extra: str) -> dict:
     return json.loads(result.stdout[: result.stdout.rindex("]") + 1])[0]
 
 
-def _transform(run_loader) -> None:
-    result = run_loader("transform")
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-2000:])
+def _transform() -> None:
+    """``python -m loader transform`` in this process: the Builder the command runs, kept with
+    its parsed project from build to build (tests/dbt/conftest.py); the command itself, a new
+    process, is tested end to end in test_foundation.py and the worker's tests."""
+    build_in_process(os.environ["DATABASE_URL"])
 
 
 @contextlib.contextmanager
@@ -75,7 +79,7 @@ def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
         full = _scan(run_loader, env, tenant)
         assert full["mode"] == "full"
         full_requests = portal.stats()["requests_total"]
-        _transform(run_loader)
+        _transform()
         before = dict(query(db_conn, "select id, updated_at from analytics.deals "
                                      "where _tenant_id = %s", (tenant,)))
         changed = portal.deal_ids()[::100]  # 1% of the live deals
@@ -85,7 +89,7 @@ def test_incremental_after_one_percent_change_is_about_one_percent_of_requests(
         portal.reset_stats()
         inc = _scan(run_loader, env, tenant)
         inc_requests = portal.stats()["requests_total"]
-    _transform(run_loader)
+    _transform()
     assert inc["mode"] == "incremental"
     assert inc_requests <= 0.012 * full_requests, (inc_requests, full_requests)
     after = dict(query(db_conn, "select id, updated_at from analytics.deals "
@@ -111,7 +115,7 @@ def test_twelve_thousand_deals_sharing_one_timestamp_all_arrive_once(
         assert len(live) > 12_000
         inc = _scan(run_loader, env, tenant)
         assert portal.stats()["count_429"] == 0
-    _transform(run_loader)
+    _transform()
     assert inc["mode"] == "incremental"
     rows = query(db_conn, "select id, count(*) from raw_hubspot.deals where _scan_id = %s "
                           "and not archived group by id", (inc["scan_id"],))
@@ -138,7 +142,7 @@ def test_archived_deals_land_as_archived(run_loader, db_conn, tmp_path: Path) ->
         quiet = _scan(run_loader, env, tenant, "--lookback-seconds", "0")
         archived_in_portal = set(portal.deal_ids(archived=True))
         refresh = _scan(run_loader, env, tenant, "--full-refresh")
-    _transform(run_loader)
+    _transform()
     assert [s["mode"] for s in (full, inc, quiet, refresh)] == [
         "full", "incremental", "incremental", "full"]
 
@@ -205,7 +209,7 @@ def test_pipelines_land_when_they_changed_and_on_full_scans_not_on_every_scan(
         renamed = _scan(run_loader, env, tenant)
         again = _scan(run_loader, env, tenant)
         refresh = _scan(run_loader, env, tenant, "--full-refresh")
-        _transform(run_loader)
+        _transform()
     assert [s["mode"] for s in (full, same, renamed, again, refresh)] == [
         "full", "incremental", "incremental", "incremental", "full"]
 
@@ -232,7 +236,7 @@ def test_a_thousand_custom_properties_load_without_414(run_loader, db_conn, tmp_
         stats = sb.stats() if hasattr(sb, "stats") else {"count_414": portal.stats()["count_414"]}
         names = portal.custom_property_names
         sample = portal.deal(portal.deal_ids()[7])
-    _transform(run_loader)
+    _transform()
     assert len(names) >= 1000
     assert stats["count_414"] == 0
     (props,) = query(db_conn, "select properties from analytics.deals "
@@ -263,7 +267,7 @@ def test_429_storm_and_5xx_end_in_the_same_tables_as_a_clean_run(
         portal.add_fault("truncate", count=2, path="/crm/v3/objects/deals")
         scan = _scan(run_loader, {**env, "HUBSPOT_API_BASE_URL": noisy.base_url}, stormy)
         stats = portal.stats()
-    _transform(run_loader)
+    _transform()
     assert stats["status_counts"].get("429", 0) >= 5
     assert stats["status_counts"].get("503", 0) + stats["status_counts"].get("502", 0) >= 2
     assert scan["status"] == "completed"
@@ -296,7 +300,7 @@ def test_malformed_200_fails_the_scan_and_keeps_the_cursor(
                               "where pipeline_name = %s", (f"hubspot_{tenant}",)) == states_before
         portal.clear_faults()
         again = _scan(run_loader, env, tenant)
-    _transform(run_loader)
+    _transform()
     assert again["mode"] == "incremental"
     names = dict(query(db_conn, "select id, dealname from analytics.deals where _tenant_id = %s "
                                 "and id = any(%s)", (tenant, changed)))
