@@ -127,13 +127,8 @@ class JobProgress:
         """Wait for the writes in flight (their errors are left to :meth:`flush`, which writes
         the counters again on the same connection) and stop the writer thread."""
         if self._writer is not None:
-            while self._writer.pending:
-                try:
-                    self._writer.answer()
-                except Exception:  # noqa: BLE001 - flush() meets the same failure, and reports it
-                    logger.debug("scan %s: a progress write failed", self.job.scan_id,
-                                 exc_info=True)
-            self._writer.close()
+            for exc in self._writer.close():  # flush() meets the same failure, and reports it
+                logger.debug("scan %s: a progress write failed", self.job.scan_id, exc_info=exc)
             self._writer = None
         if self._bar is not None:
             self._bar.stop()

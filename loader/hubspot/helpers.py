@@ -448,10 +448,18 @@ class InOrderCalls:
             raise value
         return value
 
-    def close(self) -> None:
-        """Stop the thread once the calls submitted are made."""
+    def close(self) -> list[BaseException]:
+        """Stop the thread once the calls submitted are made; the answers not taken are taken
+        here, and what those calls raised is returned (for callers that are giving up)."""
         self._calls.put(None)
         self._thread.join()
+        raised: list[BaseException] = []
+        while self.pending:
+            ok, value = self._answers.get()
+            self.pending -= 1
+            if not ok:
+                raised.append(value)
+        return raised
 
 
 def prefetched(items: Iterator[Any]) -> Iterator[Any]:
@@ -469,12 +477,7 @@ def prefetched(items: Iterator[Any]) -> Iterator[Any]:
             calls.submit(next, items, _END)
             yield item
     finally:
-        while calls.pending:  # the item in flight
-            try:
-                calls.answer()
-            except Exception:  # noqa: BLE001 - the walk is being abandoned anyway
-                pass
-        calls.close()
+        calls.close()  # waits for the item in flight; what it raised is dropped with the walk
         _close(items)
 
 

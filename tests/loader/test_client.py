@@ -248,9 +248,17 @@ def test_in_order_calls_run_in_one_thread_and_answer_in_order_with_what_they_rai
     with pytest.raises(ValueError, match="call 2 failed"):
         calls.answer()
     assert calls.answer() == 30 and calls.pending == 0
-    calls.close()
+    assert calls.close() == []
     assert set(ran_in) == {"calls-test"}
     assert "calls-test" not in {t.name for t in threading.enumerate()}  # closed: gone
+    # Closed with answers not taken: the calls are made, their answers taken, what they raised
+    # returned.
+    calls = InOrderCalls("calls-test-2")
+    for n in (1, 2, 3):
+        calls.submit(call, n)
+    (raised,) = calls.close()
+    assert isinstance(raised, ValueError) and calls.pending == 0
+    assert "calls-test-2" not in {t.name for t in threading.enumerate()}
 
 
 def _wait_until(check, seconds: float = 10.0) -> None:
