@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -79,26 +80,30 @@ def build_in_process(url: str, *args: str) -> transform.BuildResult:
     return result
 
 
+def _dbt_node_results(url: str, *args: str) -> list[Any]:
+    """dbt's result of each node ``python -m loader dbt ARGS`` ran on database ``url``, through
+    the database's :class:`loader.transform.Builder`; fails the test if dbt raised instead."""
+    result = _BUILDERS.setdefault(url, transform.Builder(url)).invoke(*args)
+    if result.exception is not None or result.result is None:
+        pytest.fail(f"dbt {' '.join(args)} did not run: {result.exception}")
+    return list(result.result.results)
+
+
 def dbt_in_process(url: str, *args: str) -> dict[str, str]:
     """``python -m loader dbt ARGS`` on database ``url`` without dbt's start-up: through the
     database's :class:`loader.transform.Builder` (see :func:`build_in_process`). The status of
     each node dbt ran (``pass``, ``fail``, ``error``, ``success``, ...) by node name; fails the
     test if dbt raised instead of running them."""
-    result = _BUILDERS.setdefault(url, transform.Builder(url)).invoke(*args)
-    if result.exception is not None or result.result is None:
-        pytest.fail(f"dbt {' '.join(args)} did not run: {result.exception}")
-    return {r.node.name: str(r.status) for r in result.result.results}
+    return {r.node.name: str(r.status) for r in _dbt_node_results(url, *args)}
 
 
 def dbt_run_in_process(url: str, *args: str) -> None:
     """``python -m loader dbt run ARGS`` on database ``url`` without dbt's start-up (see
     :func:`dbt_in_process`); fails the test unless every node it ran succeeded."""
-    result = _BUILDERS.setdefault(url, transform.Builder(url)).invoke("run", *args)
-    if result.exception is not None or result.result is None:
-        pytest.fail(f"dbt run {' '.join(args)} did not run: {result.exception}")
-    failed = [f"{r.node.name}: {r.status}: {r.message}" for r in result.result.results
+    results = _dbt_node_results(url, "run", *args)
+    failed = [f"{r.node.name}: {r.status}: {r.message}" for r in results
               if str(r.status) != "success"]
-    if failed or not result.result.results:
+    if failed or not results:
         pytest.fail(f"dbt run {' '.join(args)} failed: " + "; ".join(failed or ["no node ran"]))
 
 
