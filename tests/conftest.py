@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg2
 import pytest
@@ -78,6 +79,39 @@ def database_url(loader_home: Path) -> Iterator[str]:
         os.environ["DATABASE_URL"] = server_url
         with admin.cursor() as cur:
             cur.execute(f'drop database if exists "{name}" with (force)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def scratch_databases(database_url: str) -> Iterator[object]:
+    """A factory of fresh databases on the session's server, all dropped at the end."""
+    from tests.dbt.conftest import connect, with_database
+
+    created: list[str] = []
+
+    def create(prefix: str) -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        admin = connect(database_url)
+        try:
+            with admin.cursor() as cur:
+                cur.execute(f'create database "{name}"')
+        finally:
+            admin.close()
+        created.append(name)
+        return with_database(database_url, name)
+
+    yield create
+    if urlsplit(database_url).query.startswith("host=/"):
+        # The embedded server goes away with the session's LOADER_HOME. Not dropped: DROP
+        # DATABASE forces a checkpoint, which the embedded server (run as its own OS user under
+        # pytest's root-only temp dir) cannot write, and it would crash mid-session.
+        return
+    admin = connect(database_url)
+    try:
+        with admin.cursor() as cur:
+            for name in created:
+                cur.execute(f'drop database if exists "{name}" with (force)')
+    finally:
         admin.close()
 
 

@@ -108,37 +108,6 @@ def dbt_run_in_process(url: str, *args: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def scratch_databases(database_url: str) -> Iterator[object]:
-    """A factory of fresh databases on the session's server, all dropped at the end."""
-    created: list[str] = []
-
-    def create(prefix: str) -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        admin = connect(database_url)
-        try:
-            with admin.cursor() as cur:
-                cur.execute(f'create database "{name}"')
-        finally:
-            admin.close()
-        created.append(name)
-        return with_database(database_url, name)
-
-    yield create
-    if urlsplit(database_url).query.startswith("host=/"):
-        # The embedded server goes away with the session's LOADER_HOME. Not dropped: DROP
-        # DATABASE forces a checkpoint, which the embedded server (run as its own OS user under
-        # pytest's root-only temp dir) cannot write, and it would crash mid-session.
-        return
-    admin = connect(database_url)
-    try:
-        with admin.cursor() as cur:
-            for name in created:
-                cur.execute(f'drop database if exists "{name}" with (force)')
-    finally:
-        admin.close()
-
-
-@pytest.fixture(scope="session")
 def analyst_login(database_url: str) -> Iterator[str]:
     """A LOGIN role that is only a member of hubspot_analyst (not superuser, no BYPASSRLS, owns
     nothing); dropped at the end. Roles are cluster-wide: the name is unique per session."""

@@ -4,25 +4,11 @@ one connection for the whole scan; nothing before the mart exists."""
 from __future__ import annotations
 
 import time
-import uuid
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 
 from loader.known_stages import StageLookup
-
-
-def _fresh_database(database_url: str) -> str:
-    name = f"stages_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(database_url)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cur:
-            cur.execute(f'create database "{name}"')
-    finally:
-        admin.close()
-    return urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
 
 
 def _loader_sessions(conn: psycopg2.extensions.connection) -> list[int]:
@@ -33,8 +19,10 @@ def _loader_sessions(conn: psycopg2.extensions.connection) -> list[int]:
         return [pid for (pid,) in cur.fetchall()]
 
 
-def test_stored_stages_of_one_tenant_over_one_connection(database_url: str) -> None:
-    url = _fresh_database(database_url)
+def test_stored_stages_of_one_tenant_over_one_connection(
+    scratch_databases,  # type: ignore[no-untyped-def]
+) -> None:
+    url = scratch_databases("stages")
     lookup = StageLookup(url, "acme")
     assert lookup([]) == {}  # nothing asked: no session either
     assert lookup(["1", "2"]) == {}  # no mart yet: every deal's history is fetched
