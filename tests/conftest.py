@@ -68,7 +68,7 @@ def database_url(loader_home: Path) -> Iterator[str]:
     admin = psycopg2.connect(server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'create database "{name}"')
+        db.create_database(cur, name)
     params = db.connection_params(server_url)
     auth = params.user + (f":{params.password}" if params.password else "")
     url = f"postgresql://{auth}@{params.host}:{params.port}/{name}"
@@ -85,6 +85,7 @@ def database_url(loader_home: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def scratch_databases(database_url: str) -> Iterator[object]:
     """A factory of fresh databases on the session's server, all dropped at the end."""
+    from loader import db
     from tests.dbt.conftest import connect, with_database
 
     created: list[str] = []
@@ -94,7 +95,7 @@ def scratch_databases(database_url: str) -> Iterator[object]:
         admin = connect(database_url)
         try:
             with admin.cursor() as cur:
-                cur.execute(f'create database "{name}"')
+                db.create_database(cur, name)
         finally:
             admin.close()
         created.append(name)
