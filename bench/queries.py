@@ -260,6 +260,14 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
         rows, tenant_count = cur.fetchone()
         cur.execute("show shared_buffers")
         shared_buffers = cur.fetchone()[0]
+        # The custom-property indexes the build made (LOADER_INDEXED_PROPERTIES, bench option
+        # --indexed-properties).
+        cur.execute(r"""
+            select coalesce(array_agg(indexname::text order by indexname), '{}')
+            from pg_indexes
+            where schemaname = 'analytics' and tablename = 'deals'
+                and indexname like 'idx\_deals\_prop\_%'""")
+        property_indexes = cur.fetchone()[0]
         # The build (and the generated rows) left dirty pages behind: written out now, by
         # PostgreSQL's checkpoint and the kernel's writeback, not in the middle of the timings.
         checkpoint_started = time.perf_counter()
@@ -306,6 +314,7 @@ def query_latency(env: BenchEnv, *, deals: int, tenants: int, repeats: int) -> d
         "checkpoint_seconds": checkpoint_seconds,
         **autovacuum_wait,
         "shared_buffers": shared_buffers,
+        "property_indexes": property_indexes,
         **grown,
         "queries": per_query,
         "max_rls_p95_ms": max(q["rls_p95_ms"] for q in per_query.values()),

@@ -104,6 +104,9 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     q = s["queries"]
     if q["available"]:
         assert q["analyst_visible_tenants"] == 1  # RLS: one tenant's rows, whatever the SQL
+        # The bench's default --indexed-properties reached the builds.
+        assert meta["indexed_properties"] == "custom_region"
+        assert q["property_indexes"] == ["idx_deals_prop_custom_region"]
         for figures in q["queries"].values():
             for key in ("rls_median_ms", "rls_p95_ms", "owner_median_ms", "owner_p95_ms",
                         "first_visit_median_ms", "first_visit_max_ms"):

@@ -19,7 +19,8 @@
     holds every deal of the tenant). stx_deals_scan_job_tenant tells the planner that a scan job
     belongs to one tenant: without it the planner multiplies the two filters' selectivities and
     expects a twentieth of a scan's rows (a sort of a few hundred rows looks cheaper than the
-    index).
+    index). And one partial index per custom property listed in var indexed_properties
+    (macros/property_indexes.sql; none by default).
 
     deals depends on scan_jobs (the depends_on comment below) so that the scan jobs a new version
     references are in analytics.scan_jobs before the merge checks the foreign key.
@@ -69,6 +70,7 @@
                 'scan_job_id, _tenant_id') }}",
             "{{ ensure_index('idx_deals_tenant_date_listing', '_tenant_id, createdate',
                 include='archived, id, dealname, amount, dealstage, closedate') }}",
+            "{{ ensure_property_indexes() }}",
         ],
     )
 }}
