@@ -64,7 +64,8 @@ select
                               'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
         'closedate', case when g % 3 = 0 then to_char(timestamp '2022-02-01'
             + make_interval(hours => g % 26000), 'YYYY-MM-DD') end,
-        'custom_field_name', case when g % 100 = 7 then 'v' || g end
+        'custom_field_name', case when g % 100 = 7 then 'v' || g end,
+        'custom_region', case when g % 7 <> 0 then (array['EMEA', 'AMER', 'APAC'])[1 + g % 3] end
     )),
     timestamptz '2024-01-01', timestamptz '2024-06-01' + make_interval(secs => g),
     g % 10 = 0,
@@ -242,3 +243,28 @@ def test_a_page_of_a_scans_deals_is_read_in_order_without_sorting_the_scan(
     assert [(n["Node Type"], n.get("Index Name"), n.get("Scan Direction"))
             for n in on_deals] == [("Index Scan", "idx_deals_scan_job_created", "Backward")]
     assert 0 < on_deals[0]["Actual Rows"] <= 100
+
+
+def test_an_indexed_custom_property_is_read_through_its_index(
+        big_warehouse_url: str, vacuumed_warehouse: psycopg2.extensions.connection) -> None:
+    """The seed's custom-property query for a property most deals have (custom_region: 6 in 7,
+    as the sandbox's 85%), once the property is listed in indexed_properties: the next build
+    adds idx_deals_prop_custom_region, and the analyst's query reads the tenant's deals that
+    have it through that index, with no filter left to evaluate on each row. Runs last in this
+    module: it adds an index to the shared warehouse."""
+    sql = f"""
+        select id, dealname, properties ->> 'custom_region' as custom_value
+        from analytics.deals
+        where _tenant_id = '{TENANT}' and properties ->> 'custom_region' is not null"""
+    dbt_run_in_process(big_warehouse_url, "--select", "deals",
+                       "--vars", "{indexed_properties: [custom_region]}")
+    assert transform.vacuum_marts(big_warehouse_url) == list(transform.VACUUMED_MARTS)
+    with vacuumed_warehouse.cursor() as cur:
+        cur.execute(f"explain (analyze, format json) {sql}")
+        plan = cur.fetchone()[0][0]["Plan"]
+    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
+    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
+        ("Index Scan", "idx_deals_prop_custom_region")], plan
+    assert "Filter" not in on_deals[0], on_deals[0]
+    # tenant-07 holds the deals g with g % 20 = 7; those with g % 7 = 0 lack the property.
+    assert on_deals[0]["Actual Rows"] == sum(1 for g in range(7, DEALS, TENANTS) if g % 7)
