@@ -221,6 +221,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     tenant_ids = _tenant_ids(args)
     if not args.no_transform:
         settings.rebuild_min_versions()  # a bad LOADER_REBUILD_MIN_VERSIONS fails before a scan
+        settings.indexed_properties()  # and so does a bad LOADER_INDEXED_PROPERTIES
     show = args.progress == "always" or (args.progress == "auto" and sys.stderr.isatty())
     options = [
         runner.ScanOptions(
@@ -313,6 +314,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     if not args.no_transform:
         settings.rebuild_min_versions()  # a bad LOADER_REBUILD_MIN_VERSIONS fails at the start
+        settings.indexed_properties()  # and so does a bad LOADER_INDEXED_PROPERTIES
     options = WorkerOptions(concurrency=args.concurrency, every=args.every,
                             transform=not args.no_transform, once=args.once, poll=args.poll,
                             json=args.json)
@@ -372,6 +374,7 @@ def _cmd_transform(args: argparse.Namespace) -> int:
     if not args.on_worker:
         if args.timeout is not None or args.json:
             raise UsageError("transform: --timeout and --json go with --on-worker")
+        settings.indexed_properties()  # a bad LOADER_INDEXED_PROPERTIES: one line, no dbt
         transform.build(full_refresh=args.full_refresh, select=args.select)
         return 0
     if args.select:

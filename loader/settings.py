@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 #: Where the source tree lives (holds ``dbt_project/`` and ``profiles.yml.example``).
@@ -56,6 +57,26 @@ def dbt_project_dir() -> Path:
 def tenants_file() -> Path:
     """The tenants file (``LOADER_TENANTS_FILE``, default ``tenants.toml`` in the working dir)."""
     return Path(os.environ.get("LOADER_TENANTS_FILE") or "tenants.toml")
+
+
+#: A HubSpot internal property name (lowercase letters, digits, ``_``, a letter first); the
+#: dbt macro ``indexed_properties`` checks the same.
+PROPERTY_NAME = re.compile(r"[a-z][a-z0-9_]*")
+
+
+def indexed_properties() -> list[str]:
+    """``LOADER_INDEXED_PROPERTIES``: the custom properties that get an index on
+    ``analytics.deals`` (comma-separated; dbt reads the variable itself, in
+    ``macros/property_indexes.sql``). Checked here too, so that a bad name fails a command at its
+    start, before any scan, instead of at the build after the scans."""
+    names = [n.strip() for n in (os.environ.get("LOADER_INDEXED_PROPERTIES") or "").split(",")]
+    for name in names:
+        if name and not PROPERTY_NAME.fullmatch(name):
+            from .errors import UsageError
+
+            raise UsageError(f"LOADER_INDEXED_PROPERTIES: {name!r} is not a HubSpot property "
+                             "name (lowercase letters, digits and _, starting with a letter)")
+    return list(dict.fromkeys(n for n in names if n))
 
 
 def rebuild_min_versions() -> int:

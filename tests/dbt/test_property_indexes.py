@@ -109,3 +109,43 @@ def test_a_name_that_is_not_a_property_name_fails_the_build_naming_it(
     with connect(url).cursor() as cur:
         cur.execute("select to_regclass('analytics.deals'), to_regclass('analytics.scan_jobs')")
         assert cur.fetchone() == (None, None)  # stopped before any model
+
+
+def test_the_commands_that_build_refuse_a_bad_name_before_any_work(
+    scratch_databases, run_loader,  # type: ignore[no-untyped-def]
+) -> None:
+    """``run``, ``worker`` and ``transform`` read LOADER_INDEXED_PROPERTIES at their start: a
+    bad name is a one-line error (exit 2) before a scan or dbt, not a failed build after the
+    scans."""
+    url = scratch_databases("propcli")
+    for command in (["run", "--tenant", "acme"], ["worker", "--once"], ["transform"]):
+        proc = run_loader(*command, env={"DATABASE_URL": url,
+                                         "LOADER_INDEXED_PROPERTIES": "custom_region, Region"})
+        assert proc.returncode == 2, (command, proc.stderr)
+        assert proc.stderr.strip() == ("error: LOADER_INDEXED_PROPERTIES: 'Region' is not a "
+                                       "HubSpot property name (lowercase letters, digits and _, "
+                                       "starting with a letter)"), command
+    with connect(url).cursor() as cur:
+        cur.execute("select count(*) from information_schema.schemata "
+                    "where schema_name in ('loader', 'raw_hubspot', 'analytics')")
+        assert cur.fetchone() == (0,)  # nothing started
+    # --no-transform builds nothing, so the variable is not its business.
+    proc = run_loader("run", "--tenant", "acme", "--no-transform",
+                      env={"DATABASE_URL": url, "LOADER_INDEXED_PROPERTIES": "Region",
+                           "HUBSPOT_API_BASE_URL": "http://127.0.0.1:9"})
+    assert "LOADER_INDEXED_PROPERTIES" not in proc.stderr
+
+
+def test_the_loaders_check_of_names_agrees_with_the_macros(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same names pass and fail in loader.settings as in macros/property_indexes.sql (the
+    bad ones of the build test above, and good ones with spaces and repeats)."""
+    from loader import settings
+
+    monkeypatch.setenv("LOADER_INDEXED_PROPERTIES", " custom_region,hs_priority ,custom_region,")
+    assert settings.indexed_properties() == ["custom_region", "hs_priority"]
+    for bad in ("Custom-Region", "region'; drop table x; --", "1st_region"):
+        monkeypatch.setenv("LOADER_INDEXED_PROPERTIES", f"custom_region,{bad}")
+        with pytest.raises(Exception, match="is not a HubSpot property name"):
+            settings.indexed_properties()
