@@ -244,7 +244,8 @@ class Builder:
         started = time.perf_counter()
         from dbt.cli.main import dbtRunner
 
-        result = dbtRunner().invoke(["parse", *self._args(), "--log-level", "none"])
+        result = dbtRunner().invoke(["parse", *self._args(), "--log-level", "none",
+                                      "--no-write-json"])
         _reraise_interrupt(result.exception)
         if not result.success or result.result is None:
             raise LoaderError(f"dbt could not parse the project: {_dbt_error(result)}")
