@@ -114,8 +114,7 @@ def create_database(cur: Any, name: str) -> None:
     conversion. The embedded server's initdb picks the operating system's ``C.UTF-8``; with it,
     the seed's name search took twice as long (README, Performance). Older servers get their
     default."""
-    cur.execute("show server_version_num")
-    if int(cur.fetchone()[0]) >= BUILTIN_LOCALE_SERVER_VERSION:
+    if cur.connection.server_version >= BUILTIN_LOCALE_SERVER_VERSION:
         cur.execute(f'create database "{name}" template template0 encoding \'UTF8\' '
                     "locale_provider builtin builtin_locale 'C.UTF-8'")
     else:
