@@ -51,9 +51,10 @@
     {%- set relation = this.include(database=false) -%}
     {%- set wanted = [] -%}
     {%- for name in indexed_properties() -%}
-        {%- do wanted.append(property_index_name(name)) -%}
+        {%- set index_name = property_index_name(name) -%}
+        {%- do wanted.append(index_name) -%}
         {%- set value = "(properties ->> '" ~ name ~ "')" %}
-    {{ ensure_index(property_index_name(name), '_tenant_id', where=value ~ ' is not null') }};
+    {{ ensure_index(index_name, '_tenant_id', where=value ~ ' is not null') }};
     {%- endfor %}
     do $drop_property_indexes$
     declare
