@@ -443,11 +443,14 @@ def _settle_committed_jobs(pipeline: dlt.Pipeline) -> list[str]:
 
     dlt loads each job file in a transaction of its own, then moves the file to
     ``completed_jobs``. A loader killed between the two leaves a committed job in
-    ``started_jobs``, which dlt would load again on resume: the rows' ``_dlt_id`` unique key
-    refuses them, and after five retries the package fails for good. A job's rows are all in or
-    all out, so its first row's ``_dlt_id`` tells which: present means committed. Returns the
-    job files it completed. The data tables' jobs are csv; dlt writes its own state table's as
-    SQL ``insert_values``, which is read the same way.
+    ``started_jobs``, which dlt would load again on resume: into a table with a unique
+    ``_dlt_id`` (dlt's own child and state tables) the rows are refused, and after five retries
+    the package fails for good; into the deals and their stage history, which have no such key,
+    they would land twice. A job's rows are all in or all out, so its first row's ``_dlt_id``
+    tells which: present means committed. The lookup also names the first row's indexed columns
+    (:data:`_NARROWING_COLUMNS`), so it reads the rows of one deal or one scan, not the table.
+    Returns the job files it completed. The data tables' jobs are csv; dlt writes its own state
+    table's as SQL ``insert_values``, which is read the same way.
     """
     packages = pipeline._get_load_storage().normalized_packages  # noqa: SLF001 - no public API
     settled: list[str] = []
@@ -456,16 +459,17 @@ def _settle_committed_jobs(pipeline: dlt.Pipeline) -> list[str]:
             for relative in packages.list_started_jobs(load_id):
                 file_name = os.path.basename(relative)
                 job = ParsedLoadJobFileName.parse(file_name)
-                reader = _FIRST_DLT_ID.get(job.file_format)
+                reader = _FIRST_ROW_KEYS.get(job.file_format)
                 if reader is None:
                     continue  # no format of ours: left to dlt's retry
-                dlt_id = reader(packages.storage.make_full_path(relative), job.is_compressed)
+                keys = reader(packages.storage.make_full_path(relative), job.is_compressed)
                 table = client.make_qualified_table_name(job.table_name)
-                if dlt_id is None or not _scalar(client, "select to_regclass(%s) is not null",
-                                                 table):
+                if "_dlt_id" not in keys or not _scalar(
+                        client, "select to_regclass(%s) is not null", table):
                     continue  # nothing to tell by (or no table yet): loading it again is safe
-                if _scalar(client, f"select exists (select from {table} where _dlt_id = %s)",
-                           dlt_id):
+                condition = " and ".join(f"{column} = %s" for column in keys)
+                if _scalar(client, f"select exists (select from {table} where {condition})",
+                           *keys.values()):
                     packages.complete_job(load_id, file_name)
                     settled.append(file_name)
     if settled:
@@ -479,16 +483,26 @@ def _scalar(client: Any, sql: str, *args: Any) -> Any:
     return rows[0][0] if rows else None
 
 
-def _first_dlt_id(path: str, compressed: bool) -> str | None:
-    """The ``_dlt_id`` of the first row of one of dlt's csv job files (None if it has no rows)."""
+#: Columns of the loader's raw tables with an index (``ensure_raw_read_indexes``, dbt's
+#: on-run-start) that a job file's first row names besides its ``_dlt_id``: the deal a stage
+#: history entry belongs to, the scan job of a deal version.
+_NARROWING_COLUMNS = ("_dlt_parent_id", "_scan_job_id")
+
+
+def _first_csv_keys(path: str, compressed: bool) -> dict[str, str]:
+    """The first row of one of dlt's csv job files: its :data:`_NARROWING_COLUMNS` that have a
+    value, then its ``_dlt_id`` (empty if it has no rows or no ``_dlt_id``)."""
     opener = gzip.open if compressed else open
     with opener(path, "rt", encoding="utf-8", newline="") as handle:
         rows = csv.reader(handle)
         header = next(rows, None)
         first = next(rows, None)
     if not header or not first or "_dlt_id" not in header:
-        return None
-    return first[header.index("_dlt_id")]
+        return {}
+    row = dict(zip(header, first, strict=False))
+    keys = {column: row[column] for column in _NARROWING_COLUMNS if row.get(column)}
+    keys["_dlt_id"] = row["_dlt_id"]
+    return keys
 
 
 #: One SQL literal of a row in dlt's ``insert_values`` files (``escape_postgres_literal``): an
@@ -536,7 +550,14 @@ def _first_dlt_id_insert_values(path: str, compressed: bool) -> str | None:
 
 
 #: How the first row's ``_dlt_id`` is read, per job file format.
-_FIRST_DLT_ID = {"csv": _first_dlt_id, "insert_values": _first_dlt_id_insert_values}
+def _first_insert_values_keys(path: str, compressed: bool) -> dict[str, str]:
+    """The ``_dlt_id`` of the first row of an ``insert_values`` job file (dlt's state table's),
+    as :func:`_first_csv_keys` gives it (empty if it has none)."""
+    dlt_id = _first_dlt_id_insert_values(path, compressed)
+    return {} if dlt_id is None else {"_dlt_id": dlt_id}
+
+
+_FIRST_ROW_KEYS = {"csv": _first_csv_keys, "insert_values": _first_insert_values_keys}
 
 
 def _has_completed_full(pipeline: dlt.Pipeline, conn: psycopg2.extensions.connection) -> bool:

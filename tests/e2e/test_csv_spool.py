@@ -125,3 +125,8 @@ def test_awkward_values_land_exactly_and_no_spooled_file_outlives_its_scan(
         where d._tenant_id = %s and d._scan_id = %s and d.id = %s""",
         (tenant, inc["scan_id"], moved))
     assert history[0][0] >= 2  # the moved deal's history was read again and landed with it
+    # Neither table has a unique key (dlt's on a child table's _dlt_id): a COPY into them checks
+    # none; a job a killed load had committed is told apart by scan._settle_committed_jobs.
+    assert query(db_conn, "select count(*) from pg_index where indisunique and indrelid in "
+                          "('raw_hubspot.deals'::regclass, "
+                          "'raw_hubspot.deals_stage_history'::regclass)") == [(0,)]

@@ -1,6 +1,7 @@
-"""Reading the first row's ``_dlt_id`` of a job file an interrupted load left started: how the
-loader tells whether the killed load had committed it (``loader.scan._settle_committed_jobs``).
-The files are written by dlt's own writers, as its normalize step writes them."""
+"""Reading the first row's ``_dlt_id`` of a job file an interrupted load left started (and its
+indexed columns that narrow the lookup): how the loader tells whether the killed load had
+committed it (``loader.scan._settle_committed_jobs``). The files are written by dlt's own
+writers, as its normalize step writes them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from dlt.common.data_writers.writers import CsvWriter, InsertValuesWriter
 from dlt.destinations import postgres
 
-from loader.scan import _first_dlt_id, _first_dlt_id_insert_values
+from loader.scan import _first_csv_keys, _first_dlt_id_insert_values
 
 #: Strings dlt has to escape, before the ``_dlt_id`` in the row.
 AWKWARD = ["it's", "back\\slash", "two\nlines\r\n", "a, b", "(paren)", "E'x'", "", "'')"]
@@ -30,13 +31,14 @@ def _rows(count: int) -> list[dict]:
             for i in range(count)]
 
 
-def _write(path: Path, writer_type: type, rows: list[dict], compressed: bool = False) -> Path:
+def _write(path: Path, writer_type: type, rows: list[dict], compressed: bool = False,
+           columns: dict | None = None) -> Path:
     opener = gzip.open if compressed else open
     binary = writer_type.writer_spec().is_binary_format
     with (opener(path, "wb") if binary else
           opener(path, "wt", encoding="utf-8", newline="")) as handle:
         writer = writer_type(handle, caps=postgres().capabilities())
-        writer.write_header(COLUMNS)
+        writer.write_header(columns or COLUMNS)
         writer.write_data(rows)
         writer.write_footer()
     return path
@@ -55,7 +57,7 @@ def test_csv_and_insert_values_agree_on_the_first_row(tmp_path: Path) -> None:
     rows = _rows(len(AWKWARD))
     csv_path = _write(tmp_path / "t.0.csv", CsvWriter, rows)
     values_path = _write(tmp_path / "t.0.insert_values", InsertValuesWriter, rows)
-    assert _first_dlt_id(str(csv_path), False) == "id-0-hYQjY1N133"
+    assert _first_csv_keys(str(csv_path), False) == {"_dlt_id": "id-0-hYQjY1N133"}
     assert _first_dlt_id_insert_values(str(values_path), False) == "id-0-hYQjY1N133"
 
 
@@ -69,3 +71,17 @@ def test_a_file_without_rows_or_without_the_column_tells_nothing(tmp_path: Path)
     garbled.write_text("INSERT INTO {}(\"_dlt_id\")\nVALUES\n(E'unterminated);",
                        encoding="utf-8")
     assert _first_dlt_id_insert_values(str(garbled), False) is None
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_csv_first_row_names_the_indexed_columns_it_has_values_for(
+        tmp_path: Path, compressed: bool) -> None:
+    columns = {**COLUMNS, **{name: {"name": name, "data_type": "text"}
+                             for name in ("_dlt_parent_id", "_scan_job_id")}}
+    rows = [{**row, "_dlt_parent_id": f"parent-{i}", "_scan_job_id": None}
+            for i, row in enumerate(_rows(2))]
+    path = _write(tmp_path / "deals_stage_history.0.csv", CsvWriter, rows, compressed, columns)
+    # The parent row's id (indexed) narrows the lookup; a null scan job id is left out.
+    assert _first_csv_keys(str(path), compressed) == {
+        "_dlt_parent_id": "parent-0", "_dlt_id": "id-0-hYQjY1N133"}
+    assert _first_csv_keys(str(_write(tmp_path / "empty.0.csv", CsvWriter, [])), False) == {}

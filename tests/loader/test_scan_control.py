@@ -403,12 +403,15 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
                 dead_scan = query(db_conn, "select scan_id from loader.scan_jobs "
                                            "where organization_id = %s", (tenant,))[0][0]
                 # The other tables' jobs are not held back: let the pipelines' land first (both
-                # tables: dlt loads a root table's and its child table's jobs side by side), and
+                # tables: dlt loads a root table's and its child table's jobs side by side),
+                # the deals' stage history (a root table of its own, without a unique key) and
                 # dlt's state row (an insert_values job, not csv as the data tables' are).
                 _wait_for(lambda: _completed_jobs(loader_home, tenant, "pipelines.")
                           and _completed_jobs(loader_home, tenant, "pipelines__stages.")
+                          and _completed_jobs(loader_home, tenant, "deals_stage_history.")
                           and _completed_jobs(loader_home, tenant, "_dlt_pipeline_state."),
-                          "the pipelines' and the state's load jobs to complete", timeout=60)
+                          "the pipelines', the history's and the state's load jobs to complete",
+                          timeout=60)
             finally:
                 os.kill(proc.pid, signal.SIGKILL)
                 _finish(proc)
@@ -428,13 +431,19 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
         # started_jobs to completed_jobs. Put the committed jobs back, as a loader killed between
         # the two leaves them (a window this test hit only by chance, first with the pipelines'
         # jobs, then with the state's): loading them again would break the _dlt_id key on every
-        # retry.
+        # retry, or, in the stage history, which has no such key, land its rows twice.
         committed = _completed_jobs(loader_home, tenant, "")
         for job in committed:
             job.rename(job.parent.parent / "started_jobs" / job.name)
         tables = {job.name.split(".")[0] for job in committed}
-        assert {"pipelines", "pipelines__stages", "_dlt_pipeline_state"} <= tables
+        assert {"pipelines", "pipelines__stages", "deals_stage_history",
+                "_dlt_pipeline_state"} <= tables
         assert "deals" not in tables
+        history_rows = query(db_conn, "select count(*) from raw_hubspot.deals_stage_history "
+                                      "where _dlt_load_id in (select distinct _dlt_load_id from "
+                                      "raw_hubspot.pipelines where _scan_id = %s)",
+                             (dead_scan,))[0][0]
+        assert history_rows > 0
         pipelines_rows = query(db_conn, "select count(*) from raw_hubspot.pipelines "
                                         "where _scan_id = %s", (dead_scan,))[0][0]
         state_rows = _state_rows(db_conn, tenant)
@@ -459,6 +468,13 @@ def test_sigkill_while_loading_then_rerun_loads_the_pending_package_once(
     # time (the state: its rows then, then the new scan's own).
     assert query(db_conn, "select count(*) from raw_hubspot.pipelines where _scan_id = %s",
                  (dead_scan,))[0][0] == pipelines_rows
+    # So was its stage history, and each entry points at one of its deal versions.
+    history = query(db_conn, "select count(*), count(distinct h._dlt_id), count(d._dlt_id) "
+                             "from raw_hubspot.deals_stage_history as h "
+                             "left join raw_hubspot.deals as d on d._dlt_id = h._dlt_parent_id "
+                             "where h._dlt_load_id in (select distinct _dlt_load_id from "
+                             "raw_hubspot.pipelines where _scan_id = %s)", (dead_scan,))[0]
+    assert history == (history_rows, history_rows, history_rows)
     after = _state_rows(db_conn, tenant)
     assert after[:len(state_rows)] == state_rows and len(after) >= len(state_rows)
 
