@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import pytest
@@ -82,11 +82,29 @@ def database_url(loader_home: Path) -> Iterator[str]:
         admin.close()
 
 
+def with_database(url: str, dbname: str) -> str:
+    """``url`` pointing at database ``dbname`` instead."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+def with_user(url: str, user: str) -> str:
+    """``url`` logging in as ``user`` (no password: the test servers trust local logins)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def connect(url: str, *, autocommit: bool = True) -> psycopg2.extensions.connection:
+    conn = psycopg2.connect(url)
+    conn.autocommit = autocommit
+    return conn
+
+
 @pytest.fixture(scope="session")
 def scratch_databases(database_url: str) -> Iterator[object]:
     """A factory of fresh databases on the session's server, all dropped at the end."""
     from loader import db
-    from tests.dbt.conftest import connect, with_database
 
     created: list[str] = []
 

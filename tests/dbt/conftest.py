@@ -15,36 +15,19 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.extensions
 import pytest
 
 from loader import transform
-from tests.conftest import ROOT
+
+# connect, with_database and with_user live in tests/conftest.py (the session's fixtures use
+# them too); the warehouse tests take them from here as well.
+from tests.conftest import ROOT, connect, with_database, with_user  # noqa: F401
 from tests.dbt import raw_data
 
 ANALYST_ROLE = "hubspot_analyst"
-
-
-def with_database(url: str, dbname: str) -> str:
-    """``url`` pointing at database ``dbname`` instead."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{dbname}"))
-
-
-def with_user(url: str, user: str) -> str:
-    """``url`` logging in as ``user`` (no password: the test servers trust local logins)."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
-
-
-def connect(url: str, *, autocommit: bool = True) -> psycopg2.extensions.connection:
-    conn = psycopg2.connect(url)
-    conn.autocommit = autocommit
-    return conn
 
 
 def run_loader_cli(url: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
