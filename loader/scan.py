@@ -549,7 +549,6 @@ def _first_dlt_id_insert_values(path: str, compressed: bool) -> str | None:
     return values[columns.index("_dlt_id")]
 
 
-#: How the first row's ``_dlt_id`` is read, per job file format.
 def _first_insert_values_keys(path: str, compressed: bool) -> dict[str, str]:
     """The ``_dlt_id`` of the first row of an ``insert_values`` job file (dlt's state table's),
     as :func:`_first_csv_keys` gives it (empty if it has none)."""
@@ -557,6 +556,8 @@ def _first_insert_values_keys(path: str, compressed: bool) -> dict[str, str]:
     return {} if dlt_id is None else {"_dlt_id": dlt_id}
 
 
+#: How the first row's ``_dlt_id`` (and the columns that narrow its lookup) is read, per job
+#: file format.
 _FIRST_ROW_KEYS = {"csv": _first_csv_keys, "insert_values": _first_insert_values_keys}
 
 
