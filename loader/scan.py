@@ -26,7 +26,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from . import db, dlt_speedups, scan_jobs, settings, tenants
 from .destination import CachedPostgres
 from .errors import LoaderError
-from .hubspot import SOURCE_NAME, hubspot_deals, spool_dir
+from .hubspot import SOURCE_NAME, STAGE_HISTORY_TABLE, hubspot_deals, spool_dir
 from .hubspot.helpers import HubSpotClient, InOrderCalls
 from .hubspot.pacer import RequestPacer
 from .known_stages import StageLookup
@@ -320,6 +320,7 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
                 f"tenant {tenant.id}: could not finish the load an interrupted scan left "
                 f"pending: {_one_line(exc)}"
             )
+        drop_legacy_history_key(conn, url)
         full = options.full_refresh or not _has_completed_full(pipeline, conn)
         mode = "full" if full else "incremental"
         config = {
@@ -436,6 +437,40 @@ def _finish_pending_load(pipeline: dlt.Pipeline) -> list[str]:
         _settle_committed_jobs(pipeline)
         pipeline.load()
     return sorted(set(load_ids))
+
+
+#: The unique constraint dlt created on the stage history's ``_dlt_id`` until 2026-12-07 (the
+#: table's columns had the ``unique`` hint of a dlt child table; see ``STAGE_HISTORY_COLUMNS``).
+LEGACY_HISTORY_KEY = "deals_stage_history__dlt_id_key"
+#: How long a scan waits for the history table's lock to drop that constraint (a build reading
+#: the table, a scan loading into it) before it leaves the drop to a later scan.
+LEGACY_KEY_LOCK_TIMEOUT = "1s"
+
+
+def drop_legacy_history_key(conn: psycopg2.extensions.connection, url: str) -> bool:
+    """Drop :data:`LEGACY_HISTORY_KEY` from a database created before the stage history lost
+    it: every load checked each entry against it, for nothing (README "Performance"). The
+    catalog is read first (through ``conn``), so a database without it takes no lock; the drop,
+    on a connection of its own, waits at most :data:`LEGACY_KEY_LOCK_TIMEOUT` for the table's
+    lock, and anything that stops it (the lock, a role that does not own the table) leaves it
+    to a later scan while this one goes on. Returns whether this call dropped it."""
+    table = f"{RAW_DATASET}.{STAGE_HISTORY_TABLE}"
+    with conn, conn.cursor() as cur:
+        cur.execute("select exists (select from pg_constraint where conname = %s "
+                    "and conrelid = to_regclass(%s))", (LEGACY_HISTORY_KEY, table))
+        if not cur.fetchone()[0]:
+            return False
+    try:
+        with db.transaction(url) as cur:
+            cur.execute("set local lock_timeout = %s", (LEGACY_KEY_LOCK_TIMEOUT,))
+            cur.execute(f"alter table {table} drop constraint if exists {LEGACY_HISTORY_KEY}")
+    except (psycopg2.Error, LoaderError) as exc:
+        logger.warning("%s: unique key %s not dropped now (a later scan tries again): %s",
+                       table, LEGACY_HISTORY_KEY, _one_line(exc))
+        return False
+    logger.info("%s: dropped the unique key %s, which every load checked", table,
+                LEGACY_HISTORY_KEY)
+    return True
 
 
 def _settle_committed_jobs(pipeline: dlt.Pipeline) -> list[str]:

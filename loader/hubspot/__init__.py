@@ -70,7 +70,8 @@ DEAL_COLUMNS: TTableSchemaColumns = {
 #: history by them, and checking every entry against the key cost a full scan of 4 x 50,000
 #: deals 0.3-2.6 s of its 14-19 s (PostgreSQL 0.5-2.9 CPU s; seven pairs of runs with and
 #: without it, README "Performance"). A job loaded twice after a kill is told apart by
-#: ``scan._settle_committed_jobs``, as for the deals, which never had the key.
+#: ``scan._settle_committed_jobs``, as for the deals, which never had the key; a database created
+#: with the key loses it at its next scan (``scan.drop_legacy_history_key``).
 STAGE_HISTORY_TABLE = "deals_stage_history"
 STAGE_HISTORY_COLUMNS: TTableSchemaColumns = {
     "value": {"data_type": "text"},
