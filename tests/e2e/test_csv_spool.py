@@ -130,3 +130,64 @@ def test_awkward_values_land_exactly_and_no_spooled_file_outlives_its_scan(
     assert query(db_conn, "select count(*) from pg_index where indisunique and indrelid in "
                           "('raw_hubspot.deals'::regclass, "
                           "'raw_hubspot.deals_stage_history'::regclass)") == [(0,)]
+
+
+def _served_pages(base_url: str, token: str, **params: str) -> list[dict]:
+    """Every deal the list endpoint serves (each page of 50 with the stage's history)."""
+    import requests
+
+    deals, after = [], None
+    while True:
+        query_params = {"limit": "50", "properties": "dealname", **params}
+        if after:
+            query_params["after"] = after
+        page = requests.get(f"{base_url}/crm/v3/objects/deals", params=query_params,
+                            headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
+        deals += page["results"]
+        after = (page.get("paging") or {}).get("next", {}).get("after")
+        if not after:
+            return deals
+
+
+def test_a_scan_of_many_spool_writes_lands_every_row_once_with_its_times(
+    run_loader, db_conn, tmp_path: Path
+) -> None:
+    """The spool gathers a table's batches and writes them 1,000 rows at a time (SPOOL_ROWS),
+    the last ones when it drains: 2,600 deals and their history in batches of 50 make several
+    writes of each table, each with its timestamps as text. Every deal and history entry the
+    sandbox serves lands once, with the same instants and in the same order."""
+    from loader.hubspot import SPOOL_ROWS
+
+    tenant = unique_tenant("spoolrows")
+    token = "tok-spoolrows-0123456789"
+    env = write_tenants_file(tmp_path / "t.toml", {tenant: token})
+    with SandboxServer(portals={tenant: token}, deals=2600, seed=31) as sb:
+        env["HUBSPOT_API_BASE_URL"] = sb.base_url
+        live = _served_pages(sb.base_url, token, propertiesWithHistory="dealstage")
+        archived = _served_pages(sb.base_url, token, archived="true")
+        scan = _scan(run_loader, env, tenant, "--batch-size", "50")
+    assert scan["status"] == "completed" and scan["processed_items"] == len(live) + len(archived)
+    assert len(live) > 2 * SPOOL_ROWS and archived
+
+    rows = query(db_conn, "select id, _dlt_id, created_at, updated_at, archived_at "
+                          "from raw_hubspot.deals where _scan_id = %s", (scan["scan_id"],))
+    assert sorted(r[0] for r in rows) == sorted(d["id"] for d in live + archived)  # each once
+    by_id = {r[0]: r for r in rows}
+    for deal in live + archived:
+        _, _, created, updated, archived_at = by_id[deal["id"]]
+        assert (_ms(created), _ms(updated)) == (deal["createdAt"], deal["updatedAt"])
+        assert (archived_at and _ms(archived_at)) == deal.get("archivedAt")
+
+    history = query(db_conn, """
+        select h._dlt_parent_id, h.value, h.changed_at, h.source_type
+        from raw_hubspot.deals_stage_history as h
+        join raw_hubspot.deals as d on d._dlt_id = h._dlt_parent_id
+        where d._scan_id = %s order by h._dlt_parent_id, h._dlt_list_idx""", (scan["scan_id"],))
+    landed: dict[str, list[tuple]] = {}
+    for parent, value, changed_at, source in history:
+        landed.setdefault(parent, []).append((value, _ms(changed_at), source))
+    served = {by_id[d["id"]][1]: [(e["value"], e["timestamp"], e["sourceType"])
+                                  for e in d["propertiesWithHistory"]["dealstage"]]
+              for d in live if d["propertiesWithHistory"]["dealstage"]}
+    assert len(history) > 2 * SPOOL_ROWS
+    assert landed == served
