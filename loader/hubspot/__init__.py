@@ -40,10 +40,18 @@ from dlt.common.schema.utils import dlt_load_id_column
 
 from . import settings
 from .helpers import HubSpotClient, WalkAhead, prefetched
-from .records import DealBatch, Stamp, deal_batch, parse_hubspot_datetime
+from .records import (
+    EPOCH,
+    ONE_US,
+    DealBatch,
+    Stamp,
+    deal_batch,
+    epoch_ms,
+    epoch_us,
+    parse_hubspot_datetime,
+)
 
 SOURCE_NAME = "hubspot"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 _STAMP_COLUMNS: TTableSchemaColumns = {
     "_tenant_id": {"data_type": "text", "nullable": False},
@@ -258,7 +266,7 @@ def hubspot_deals(
                 prefetched(client.search_modified(
                     properties,
                     since_ms=_lookback_ms(cursor, lookback_seconds),
-                    until_ms=int(started.timestamp() * 1000),
+                    until_ms=epoch_ms(started),
                     on_total=progress.on_total,
                 )),
                 client,
@@ -273,7 +281,7 @@ def hubspot_deals(
         # page was read has an older hs_lastmodifieddate than deals changed later and read
         # later, so the next scan searches from the start (less the lookback), not from the
         # newest deal the walk met. (An incremental scan's search ends at its start anyway.)
-        cap_us = None if incremental else int(started.timestamp() * 1_000_000)
+        cap_us = None if incremental else epoch_us(started)
         try:
             yield from emit(pages, lambda batch: _advance_cursor(
                 state, _at_most(batch.max_updated_us, cap_us)))
@@ -493,7 +501,7 @@ def _as_datetime(value: Any) -> datetime | None:
 
 def _lookback_ms(cursor: datetime, lookback_seconds: int) -> int:
     """``cursor`` less the lookback, in epoch ms (never before the epoch)."""
-    return int(max(cursor - timedelta(seconds=lookback_seconds), EPOCH).timestamp() * 1000)
+    return epoch_ms(max(cursor - timedelta(seconds=lookback_seconds), EPOCH))
 
 
 def _at_most(value: int | None, cap: int | None) -> int | None:
@@ -506,7 +514,7 @@ def _advance_cursor(state: dict[str, Any], latest_us: int | None) -> None:
     rows of the batch that moved it."""
     if latest_us is None:
         return
-    latest = datetime.fromtimestamp(latest_us / 1_000_000, tz=UTC)
+    latest = EPOCH + latest_us * ONE_US
     current = _stored_cursor(state)
     if current is None or latest > current:
         state["cursor"] = latest.isoformat()

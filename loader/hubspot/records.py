@@ -15,7 +15,7 @@ import base64
 import secrets
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -25,6 +25,9 @@ from . import settings
 
 #: The raw tables' timestamps: microseconds, UTC (``timestamp with time zone`` in PostgreSQL).
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
+ONE_US = timedelta(microseconds=1)
 
 _STAMP_FIELDS = [
     pa.field("_tenant_id", pa.string(), nullable=False),
@@ -94,7 +97,21 @@ def parse_hubspot_ms(value: Any) -> int | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp() * 1000)
+    return epoch_ms(parsed)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Epoch milliseconds of an aware ``datetime``, exactly (rounded down to the ms).
+
+    ``int(moment.timestamp() * 1000)`` goes through a float and came out 1 ms early for about
+    one time in a hundred before 2017 or after 2030 (``2004-09-30T13:38:11.616Z`` gave
+    ``...615``)."""
+    return (moment - EPOCH) // ONE_MS
+
+
+def epoch_us(moment: datetime) -> int:
+    """Epoch microseconds of an aware ``datetime``, exactly."""
+    return (moment - EPOCH) // ONE_US
 
 
 def parse_hubspot_datetime(value: Any) -> datetime | None:
@@ -102,7 +119,7 @@ def parse_hubspot_datetime(value: Any) -> datetime | None:
     ms = parse_hubspot_ms(value)
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    return EPOCH + ms * ONE_MS
 
 
 def _micros(value: Any) -> int | None:
