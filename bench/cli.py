@@ -294,8 +294,12 @@ def _get(sections: dict[str, Any], path: str) -> Any:
     return node
 
 
+#: The size the query targets are set at (``--deals 1000000 --tenants 100``).
+QUERY_TARGET_ROWS, QUERY_TARGET_TENANTS = 1_000_000, 100
+
+
 def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of the performance issue: measured figure and met or not."""
+    """Each target of the performance issue: measured figure and met or not (None: n/a)."""
     def t(name: str, value: Any, ok: bool | None, goal: str) -> dict[str, Any]:
         return {"target": name, "goal": goal, "measured": value,
                 "met": None if value is None else ok}
@@ -315,6 +319,10 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
     growth = _get(s, "memory.growth")
     p95 = _get(s, "queries.max_rls_p95_ms")
     rls = _get(s, "queries.max_rls_ratio_p95")
+    # The query targets are set at 1,000,000 deals over 100 tenants: a smaller run shows its
+    # figures, met or not "n/a" (make bench's 50,000 deals a tenant are not that shape).
+    at_size = ((_get(s, "queries.rows") or 0) >= QUERY_TARGET_ROWS
+               and (_get(s, "queries.tenants") or 0) >= QUERY_TARGET_TENANTS)
     return [
         t("full scan / lower ceiling", ratio, ratio is not None and ratio >= 0.5, ">= 0.5"),
         t("full scan / naive", naive_ratio, naive_ratio is not None and naive_ratio >= 10,
@@ -337,8 +345,10 @@ def targets(s: dict[str, Any]) -> list[dict[str, Any]]:
           rss_large is not None and max(rss_small, rss_large) < 400, "< 400"),
         t("RSS growth N -> 5N", growth, growth is not None and growth <= 1.15,
           "flat (<= 1.15x)"),
-        t("query p95 ms (worst, RLS)", p95, p95 is not None and p95 <= 20, "<= 20"),
-        t("RLS overhead p95 (worst)", rls, rls is not None and rls <= 1.2, "<= 1.2x"),
+        t("query p95 ms (worst, RLS)", p95, (p95 is not None and p95 <= 20) if at_size else None,
+          "<= 20 at 1M / 100"),
+        t("RLS overhead p95 (worst)", rls, (rls is not None and rls <= 1.2) if at_size else None,
+          "<= 1.2x at 1M / 100"),
     ]
 
 
