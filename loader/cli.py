@@ -244,7 +244,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"dbt: the scans landed {landed:,} deal versions: rebuilding the marts from the "
                   "raw history (--full-refresh), which costs less than merging them",
                   file=sys.stderr, flush=True)
-        transform.build(quiet=args.json, full_refresh=rebuild)
+        transform.build(quiet=args.json, full_refresh=rebuild, freeze_heap=True)
     return _report_failures(results)
 
 
@@ -375,7 +375,7 @@ def _cmd_transform(args: argparse.Namespace) -> int:
         if args.timeout is not None or args.json:
             raise UsageError("transform: --timeout and --json go with --on-worker")
         settings.indexed_properties()  # a bad LOADER_INDEXED_PROPERTIES: one line, no dbt
-        transform.build(full_refresh=args.full_refresh, select=args.select)
+        transform.build(full_refresh=args.full_refresh, select=args.select, freeze_heap=True)
         return 0
     if args.select:
         raise UsageError("transform: --select cannot be used with --on-worker")

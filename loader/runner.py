@@ -21,7 +21,8 @@ RAW_DATASET = "raw_hubspot"
 #: modules in its first scan before the last two were added: dlt's ``requests`` helper with
 #: ``requests``, ``chardet`` and ``idna``, which dlt's runtime set-up imports, and dlt's plugin
 #: manager with ``pluggy``). Neither reads configuration when imported: dlt configures its
-#: ``requests`` client when a pipeline's runtime starts, in the scan process.
+#: ``requests`` client when a pipeline's runtime starts, in the scan process. The last one
+#: freezes what the others made out of the garbage collector's way (:mod:`loader.preload_done`).
 FORKSERVER_PRELOAD = (
     "loader.scan",
     "dlt.destinations.impl.postgres.postgres",
@@ -31,6 +32,7 @@ FORKSERVER_PRELOAD = (
     "pyarrow.parquet",
     "dlt.sources.helpers.requests",
     "dlt.common.configuration.plugins",
+    "loader.preload_done",
 )
 #: ``error_message`` of a scan stopped by Ctrl-C in its own terminal.
 CTRL_C_REASON = "Cancelled by user (Ctrl-C)"

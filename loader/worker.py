@@ -176,7 +176,7 @@ class Worker:
         if self.options.transform:
             from .transform import Builder
 
-            self._builder = Builder(self.url)
+            self._builder = Builder(self.url, freeze_heap=True)
             parsed = self._builder.prepare()
         queued = len(scan_jobs.queued(conn))
         self.emit("ready", f"ready: {self.options.concurrency} scan processes, dbt project "
