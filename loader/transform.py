@@ -261,6 +261,9 @@ class Builder:
             gc.unfreeze()  # the manifest replaced below must be collectable
         from dbt.cli.main import dbtRunner
 
+        from . import jinja_cache
+
+        jinja_cache.install(dbt_home() / "jinja")  # dbt's templates compiled once, kept on disk
         if self.freeze_heap and not again:
             gc.freeze()  # dbt's modules, imported just now (or before)
         result = dbtRunner().invoke(["parse", *self._args(), "--log-level", "none",
