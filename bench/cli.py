@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LOADER_INDEXED_PROPERTIES for the bench's builds: the custom properties "
                         "that get an index on analytics.deals (default custom_region, the one "
                         "the custom-property query reads; '' for none)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of 1%% change, incremental scan (run --all) and transform; the "
+                        "figures are the rounds' medians (default 3; 2 with --quick)")
     p.add_argument("--worker-rounds", type=int, default=5,
                    help="rounds of 1%% change + incremental scans through the worker, each "
                         "with the build after it; the figures are the rounds' medians "
@@ -88,10 +91,14 @@ class Bench:
         chosen = [SUBSETS[flag] for flag in SUBSETS if getattr(args, flag, False)]
         self.only: frozenset[str] | None = frozenset.union(*chosen) if chosen else None
 
+    def wants(self, name: str) -> bool:
+        """Whether section ``name`` is in the subset asked for."""
+        return self.only is None or name in self.only
+
     def section(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
         """Run one section and record its result (None if it failed or is not in the subset
         asked for)."""
-        if self.only is not None and name not in self.only:
+        if not self.wants(name):
             return None
         print(f"[bench] {name} ...", file=sys.stderr, flush=True)
         started = time.perf_counter()
@@ -111,6 +118,16 @@ class Bench:
         print(f"[bench] {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr,
               flush=True)
         return result
+
+
+def _rounds_detail(s: dict[str, Any], name: str) -> str:
+    """"median of N rounds (min-max s)", for a figure measured in rounds (one round before
+    2026-12-07 10:00: nothing)."""
+    samples = _get(s, f"{name}.samples")
+    if not samples:
+        return ""
+    return (f"median of {samples} rounds ({_fmt(_get(s, name + '.seconds_min'))}-"
+            f"{_fmt(_get(s, name + '.seconds_max'))} s)")
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -192,11 +209,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         dbt_full = bench.section("dbt_full", lambda: scans.dbt_build(
             env, full_refresh=True, timeout=args.dbt_timeout))
 
+        # Rounds of a 1% change, `run --all` and `transform` (each build merges one round's
+        # change): one sample of either moved by a fifth from run to run on two cores.
+        builds: list[dict[str, Any]] = []
+
         def incremental() -> dict[str, Any]:
-            changed = scans.change_deals(env, sandbox, tenants, 0.01)
-            result = scans.scan(env, sandbox, "full", tenants, what="incremental scan",
-                                concurrency=concurrency)
-            result["changed_deals"] = changed
+            samples = []
+            for _ in range(2 if args.quick else max(1, args.rounds)):
+                changed = scans.change_deals(env, sandbox, tenants, 0.01)
+                sample = scans.scan(env, sandbox, "full", tenants, what="incremental scan",
+                                    concurrency=concurrency)
+                samples.append({**sample, "changed_deals": changed})
+                if dbt_full and bench.wants("dbt_incremental"):
+                    builds.append(scans.dbt_build(env, full_refresh=False,
+                                                  timeout=args.dbt_timeout))
+                    if not builds[-1]["ok"]:
+                        break  # the next round's build would meet the same failure
+            result = scans.median_of(samples)
             if full:
                 result["requests_ratio"] = round(result["requests"] / full["requests"], 4)
                 result["seconds_ratio"] = round(result["seconds"] / full["seconds"], 4)
@@ -205,7 +234,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         inc = bench.section("incremental_scan", incremental)
 
         def dbt_incremental() -> dict[str, Any]:
-            result = scans.dbt_build(env, full_refresh=False, timeout=args.dbt_timeout)
+            failed = [b for b in builds if not b["ok"]]
+            if failed or not builds:
+                raise BenchError(failed[0].get("error", "dbt build failed") if failed
+                                 else "no incremental build ran")
+            result = scans.median_of(builds)
             if dbt_full and dbt_full.get("seconds"):
                 result["ratio_to_full"] = round(result["seconds"] / dbt_full["seconds"], 3)
             return result
@@ -385,7 +418,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     row("full scan (ours)", "requests", "full_scan.requests")
     row("incremental (1%)", "requests", "incremental_scan.requests",
         f"{_fmt(_get(s, 'incremental_scan.changed_deals'))} deals changed")
-    row("incremental (1%)", "seconds", "incremental_scan.seconds")
+    row("incremental (1%)", "seconds", "incremental_scan.seconds",
+        _rounds_detail(s, "incremental_scan"))
     row("incremental (1%)", "requests / full", "incremental_scan.requests_ratio")
     row("incremental (1%)", "seconds / full", "incremental_scan.seconds_ratio")
     row("rate limit", "used / window", "rate_limit.used_per_window",
@@ -397,7 +431,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         f"total {_fmt(_get(s, 'rate_limit.count_429_total'))}")
     row("dbt", "full build s", "dbt_full.seconds",
         f"{_fmt(_get(s, 'dbt_full.analytics_deals'))} analytics.deals rows")
-    row("dbt", "incremental build s", "dbt_incremental.seconds")
+    row("dbt", "incremental build s", "dbt_incremental.seconds",
+        _rounds_detail(s, "dbt_incremental"))
     row("dbt", "incremental / full", "dbt_incremental.ratio_to_full")
     if "error" in s.get("worker", {}):
         out.append(("worker", "error", "-", s["worker"]["error"][:80]))

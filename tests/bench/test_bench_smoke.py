@@ -87,6 +87,13 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
 
     for scan in ("full_scan", "incremental_scan"):  # the worker's part of the command's time
         assert 0 < worker[scan]["queued_to_done_seconds"] < worker[scan]["seconds"], scan
+    # Two rounds of change, `run --all` and `transform` with --quick: medians, each round kept.
+    for figure in ("incremental_scan", "dbt_incremental"):
+        assert s[figure]["samples"] == len(s[figure]["rounds"]) == 2, figure
+        assert all(r["ok"] for r in s["dbt_incremental"]["rounds"])
+        assert min(r["seconds"] for r in s[figure]["rounds"]) == s[figure]["seconds_min"]
+    assert all(r["changed_deals"] > 0 and r["modes"] == ["incremental"]
+               for r in s["incremental_scan"]["rounds"])
     # Two rounds with --quick: the figures are their medians, each round kept.
     for figure in ("incremental_scan", "dbt_incremental"):
         rounds = worker[figure]["rounds"]
