@@ -15,8 +15,10 @@ new name, so nothing is ever invalidated: an unchanged one is read back (a new p
 incremental build then compiles nothing it compiled before). A file that cannot be read is
 compiled again and rewritten; files are written to a temporary name and renamed, so
 concurrent processes never read half of one. Templates that fail to compile raise as before
-and leave nothing behind. With dbt's ``DBT_MACRO_DEBUGGING`` set the cache stays out of the
-way (dbt then puts each template's Python source in ``linecache`` while compiling).
+and leave nothing behind. While dbt's macro debugging is on (``--macro-debugging`` or
+``DBT_MACRO_DEBUGGING``, which dbt reads into ``dbt_common.clients.jinja.MACRO_DEBUGGING`` for
+each command) the cache stays out of the way: dbt then puts each template's Python source in
+``linecache`` while compiling it.
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ def cache_key(env: Any, source: str, name: str | None, filename: str | None,
 
 def install(cache_dir: Path) -> None:
     """Compile dbt's templates through the cache in ``cache_dir`` (again: moves the cache)."""
+    from dbt_common.clients import jinja
     from dbt_common.clients.jinja import MacroFuzzEnvironment
 
     _installed["dir"] = Path(cache_dir)
@@ -90,7 +93,7 @@ def install(cache_dir: Path) -> None:
     def compile(self: Any, source: Any, name: str | None = None,  # noqa: A001 - jinja's name
                 filename: str | None = None, raw: bool = False,
                 defer_init: bool = False) -> Any:
-        if raw or not isinstance(source, str) or os.environ.get("DBT_MACRO_DEBUGGING"):
+        if raw or not isinstance(source, str) or jinja.MACRO_DEBUGGING:
             return original(self, source, name, filename, raw, defer_init)
         path = _installed["dir"] / cache_key(self, source, name, filename, defer_init)
         try:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dbt_common.clients import jinja
 from dbt_common.clients.jinja import MacroFuzzEnvironment, get_environment
 
 from loader import jinja_cache
@@ -29,7 +30,7 @@ def parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str
         return original(self, source, name, filename)
 
     monkeypatch.setattr(MacroFuzzEnvironment, "_parse", counting)
-    monkeypatch.delenv("DBT_MACRO_DEBUGGING", raising=False)
+    monkeypatch.setattr(jinja, "MACRO_DEBUGGING", False)
     jinja_cache.uninstall()
     jinja_cache.install(tmp_path / "jinja")
     yield seen
@@ -86,7 +87,7 @@ def test_a_template_that_does_not_compile_raises_and_leaves_nothing(
 def test_macro_debugging_leaves_the_cache_alone(parses: list[str], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     get_environment().from_string(TEMPLATE).render({})
-    monkeypatch.setenv("DBT_MACRO_DEBUGGING", "1")
+    monkeypatch.setattr(jinja, "MACRO_DEBUGGING", True)  # what dbt sets from its flag
     assert get_environment().from_string(TEMPLATE).render({}) == "42 OK"
     assert len(parses) == 2 and len(_files(tmp_path)) == 1
 
