@@ -188,6 +188,10 @@ CURRENT_VIEWS_SELECT = [
 TABLES_SELECT = "config.materialized:table+"
 
 
+#: The scan-job archive (``loader.scan_jobs_archive``), a source of the views that dbt's
+#: on-run-start hook creates (macros/retention.sql, ``ensure_scan_jobs_archive``).
+ARCHIVE_TABLE = "scan_jobs_archive"
+
 #: Held (a session advisory lock) while a build runs: one dbt build at a time per database, from
 #: whichever process (two builds replacing the same relations would fail each other).
 BUILD_LOCK = "hubspot-loader:dbt-build"
@@ -259,14 +263,14 @@ class Builder:
         again = self._manifest is not None
         if self.freeze_heap and again:
             gc.unfreeze()  # the manifest replaced below must be collectable
-        from dbt.cli.main import dbtRunner
-
         from . import jinja_cache
+        from .dbt_import import dbt_runner
 
+        runner = dbt_runner()
         jinja_cache.install(dbt_home() / "jinja")  # dbt's templates compiled once, kept on disk
         if self.freeze_heap and not again:
             gc.freeze()  # dbt's modules, imported just now (or before)
-        result = dbtRunner().invoke(["parse", *self._args(), "--log-level", "none",
+        result = runner().invoke(["parse", *self._args(), "--log-level", "none",
                                       "--no-write-json"])
         _reraise_interrupt(result.exception)
         if not result.success or result.result is None:
@@ -289,9 +293,9 @@ class Builder:
 
     def _invoke(self, args: list[str], callbacks: list[Any] | None = None) -> Any:
         """dbt's ``dbtRunner`` with the parsed project; a Ctrl-C inside dbt raised again."""
-        from dbt.cli.main import dbtRunner
+        from .dbt_import import dbt_runner
 
-        result = dbtRunner(manifest=self._manifest, callbacks=callbacks).invoke(args)
+        result = dbt_runner()(manifest=self._manifest, callbacks=callbacks).invoke(args)
         _reraise_interrupt(result.exception)
         return result
 
@@ -409,10 +413,18 @@ class Builder:
                     "(select * from unnest(%s::text[], %s::text[])) order by 1, 2",
                     ([s[0] for s in sources], [s[1] for s in sources]),
                 )
-                for schema, name in cur.fetchall():
-                    digest.update(f"{schema}.{name}".encode() + b"\0")
+                present = set(cur.fetchall())
         finally:
             conn.close()
+        # The on-run-start hook (ensure_scan_jobs_archive) creates the scan-job archive beside
+        # loader.scan_jobs before any model compiles: counted as there, so that the first build
+        # after the first scan stores the state it leaves (the archive is there when it ends)
+        # and the next build leaves the views alone.
+        for schema, name in sources:
+            if name == ARCHIVE_TABLE and (schema, "scan_jobs") in present:
+                present.add((schema, name))
+        for schema, name in sorted(present):
+            digest.update(f"{schema}.{name}".encode() + b"\0")
         return digest.hexdigest()
 
     def _views_current(self, fingerprint: str) -> bool:
