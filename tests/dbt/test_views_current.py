@@ -34,8 +34,7 @@ def _views(url: str) -> dict[str, int]:
 
 
 def _transform_until_views_are_current(url: str, *extra: str) -> dict[str, int]:
-    """Build until a build leaves the views as they were (the first builds of a database
-    re-create them: the on-run-start hook creates the scan-job archive, a source of theirs)."""
+    """Build until a build leaves the views as they were."""
     before = _views(url)
     for _ in range(3):
         build_in_process(url, *extra)
@@ -101,3 +100,36 @@ def test_views_are_rebuilt_only_when_what_they_are_compiled_from_changed(
     build_in_process(url, "--full-refresh")
     refreshed = _views(url)
     assert all(refreshed[name] != views[name] for name in views)
+
+
+def test_the_build_after_the_first_one_leaves_the_views_alone(
+    scratch_databases,  # type: ignore[no-untyped-def]
+) -> None:
+    """The first build after the first scan creates the scan-job archive (on-run-start), a
+    source of the views: it is counted as there from the start (loader.scan_jobs exists), so the
+    state that build leaves is stored and the next build skips the views (until 2026-12-07 the
+    second build re-created all of them: 6.7 s instead of 3.6 s at 200,000 deals)."""
+    url = scratch_databases("views_first")
+    conn = connect(url, autocommit=False)
+    raw_data.create_raw_tables(conn)
+    raw_data.add_scan_job(conn, "job-1", "acme")
+    raw_data.add_pipelines(conn, "job-1", "acme", T0)
+    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
+    conn.close()
+    assert fetch(url, "select to_regclass('loader.scan_jobs_archive') is null") == [(True,)]
+
+    first = build_in_process(url)
+    assert not first.views_skipped
+    assert fetch(url, "select to_regclass('loader.scan_jobs_archive') is not null") == [(True,)]
+    views = _views(url)
+
+    conn = connect(url, autocommit=False)
+    raw_data.add_scan_job(conn, "job-2", "acme")
+    raw_data.add_deal(conn, "job-2", "acme", "2", T0 + timedelta(hours=1),
+                      T0 + timedelta(hours=1))
+    conn.close()
+    second = build_in_process(url)
+    assert second.views_skipped
+    assert _views(url) == views
+    assert fetch(url, "select id from analytics.deals where _tenant_id = 'acme' "
+                      "order by id") == [("1",), ("2",)]
