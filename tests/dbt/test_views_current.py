@@ -33,6 +33,17 @@ def _views(url: str) -> dict[str, int]:
     return dict(fetch(url, VIEW_OIDS))  # type: ignore[arg-type]
 
 
+def _one_scanned_deal(url: str) -> str:
+    """``url`` with the raw tables and one deal of a finished scan of tenant acme."""
+    conn = connect(url, autocommit=False)
+    raw_data.create_raw_tables(conn)
+    raw_data.add_scan_job(conn, "job-1", "acme")
+    raw_data.add_pipelines(conn, "job-1", "acme", T0)
+    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
+    conn.close()
+    return url
+
+
 def _transform_until_views_are_current(url: str, *extra: str) -> dict[str, int]:
     """Build until a build leaves the views as they were."""
     before = _views(url)
@@ -48,13 +59,7 @@ def _transform_until_views_are_current(url: str, *extra: str) -> dict[str, int]:
 def test_views_are_rebuilt_only_when_what_they_are_compiled_from_changed(
     scratch_databases,  # type: ignore[no-untyped-def]
 ) -> None:
-    url = scratch_databases("views")
-    conn = connect(url, autocommit=False)
-    raw_data.create_raw_tables(conn)
-    raw_data.add_scan_job(conn, "job-1", "acme")
-    raw_data.add_pipelines(conn, "job-1", "acme", T0)
-    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
-    conn.close()
+    url = _one_scanned_deal(scratch_databases("views"))
     views = _transform_until_views_are_current(url)
     assert len(views) >= 15 and ON_DIMENSIONS <= set(views)
     dimensions = dict(fetch(url, DIMENSION_OIDS))  # type: ignore[arg-type]
@@ -109,13 +114,7 @@ def test_the_build_after_the_first_one_leaves_the_views_alone(
     source of the views: it is counted as there from the start (loader.scan_jobs exists), so the
     state that build leaves is stored and the next build skips the views (until 2026-12-07 the
     second build re-created all of them: 6.7 s instead of 3.6 s at 200,000 deals)."""
-    url = scratch_databases("views_first")
-    conn = connect(url, autocommit=False)
-    raw_data.create_raw_tables(conn)
-    raw_data.add_scan_job(conn, "job-1", "acme")
-    raw_data.add_pipelines(conn, "job-1", "acme", T0)
-    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
-    conn.close()
+    url = _one_scanned_deal(scratch_databases("views_first"))
     assert fetch(url, "select to_regclass('loader.scan_jobs_archive') is null") == [(True,)]
 
     first = build_in_process(url)
