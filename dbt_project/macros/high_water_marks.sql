@@ -12,17 +12,33 @@
     build reads the raw rows extracted since its tenants' marks, not the whole raw history. The
     tenants without a mark are those with a finished scan (live or archived): rows of a tenant
     without one cannot belong to a finished scan, which every caller requires.
+
+    `checked_marks`: a table of marks kept apart (_tenant_id, checked_through), used instead of
+    the model's own rows once it exists (deals_quarantine, whose rows exist only for records with
+    a problem: macros/quarantine_marks.sql).
 -#}
-{% macro extracted_after_high_water_marks(tenant_column, extracted_at_column) -%}
+{% macro extracted_after_high_water_marks(tenant_column, extracted_at_column,
+                                          checked_marks=none) -%}
     {%- if not execute -%}
         true
     {%- else -%}
+        {%- set kept = none -%}
+        {%- if checked_marks is not none -%}
+            {%- set kept = relation_exists(checked_marks.schema, checked_marks.identifier) -%}
+        {%- endif -%}
         {%- set marks_sql -%}
-            select _tenant_id, to_char(max(_extracted_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
-            from {{ this }}
-            where _tenant_id is not null
-            group by _tenant_id
-            order by _tenant_id
+            {%- if kept is not none %}
+                select _tenant_id, to_char(checked_through, 'YYYY-MM-DD"T"HH24:MI:SS.US')
+                from {{ kept }}
+                where checked_through is not null
+                order by _tenant_id
+            {%- else %}
+                select _tenant_id, to_char(max(_extracted_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
+                from {{ this }}
+                where _tenant_id is not null
+                group by _tenant_id
+                order by _tenant_id
+            {%- endif %}
         {%- endset -%}
         {%- set marks = run_query(marks_sql).rows -%}
         {%- set marked = marks | map(attribute=0) | list -%}

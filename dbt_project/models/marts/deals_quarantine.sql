@@ -12,9 +12,10 @@
     counted_by_loader = false) to loader.scan_jobs.failed_items (loader/transform.py).
 
     Incremental merge on (raw_row_id, reason): a finished scan's records and their problems never
-    change, so each build checks only the records extracted since the tenant's high-water mark
-    (max _extracted_at here; a tenant with no record here yet is checked from the start). The
-    same checks over every record give the same rows (--full-refresh).
+    change, so each build checks only the records extracted since the tenant's high-water mark:
+    how far the builds before have checked it (loader.deals_quarantine_marks, kept by this
+    model's pre- and post-hook: macros/quarantine_marks.sql; a tenant not checked yet is checked
+    from the start). The same checks over every record give the same rows (--full-refresh).
 -#}
 {{
     config(
@@ -22,7 +23,9 @@
         incremental_strategy='merge',
         unique_key=['raw_row_id', 'reason'],
         on_schema_change='append_new_columns',
+        pre_hook=["{{ quarantine_marks_pending() }}"],
         post_hook=[
+            "{{ quarantine_marks_checked() }}",
             "{{ ensure_constraint_name('p', 'deals_quarantine_pkey') }}",
             "{{ ensure_not_null_constraint_names() }}",
             "{{ ensure_index('idx_deals_quarantine_tenant_scan', '_tenant_id, scan_job_id') }}",
@@ -72,6 +75,7 @@ versions as (
         and {{ extracted_after_high_water_marks(
             'int_deal_versions_validated._tenant_id',
             'int_deal_versions_validated._extracted_at',
+            checked_marks=quarantine_marks_relation(),
         ) }}
     {% endif %}
 
@@ -144,6 +148,7 @@ rejected_by_loader as (
         where {{ extracted_after_high_water_marks(
             'stg_hubspot__deals_rejected._tenant_id',
             'stg_hubspot__deals_rejected._extracted_at',
+            checked_marks=quarantine_marks_relation(),
         ) }}
     {% endif %}
 
