@@ -73,6 +73,17 @@ def create_raw_tables(conn: psycopg2.extensions.connection) -> None:
     conn.commit()
 
 
+def scanned(conn: psycopg2.extensions.connection, jobs: dict[str, str],
+            extracted_at: datetime) -> psycopg2.extensions.connection:
+    """The raw tables, then for each ``{job_id: tenant}`` a finished scan job with the
+    tenant's pipelines extracted at ``extracted_at``; returns ``conn`` for the deals."""
+    create_raw_tables(conn)
+    for job_id, tenant in jobs.items():
+        add_scan_job(conn, job_id, tenant)
+        add_pipelines(conn, job_id, tenant, extracted_at)
+    return conn
+
+
 def add_scan_job(conn: psycopg2.extensions.connection, job_id: str, tenant: str, *,
                  status: str = "completed", completed_days_ago: float = 0,
                  failed_items: int = 0, total_items: int = 10) -> str:

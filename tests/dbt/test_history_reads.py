@@ -58,10 +58,7 @@ def test_the_new_versions_history_is_looked_up_through_the_index(
     scratch_databases,  # type: ignore[no-untyped-def]
 ) -> None:
     url = scratch_databases("history_reads")
-    conn = connect(url, autocommit=False)
-    raw_data.create_raw_tables(conn)
-    raw_data.add_scan_job(conn, "job-1", "acme")
-    raw_data.add_pipelines(conn, "job-1", "acme", T0)
+    conn = raw_data.scanned(connect(url, autocommit=False), {"job-1": "acme"}, T0)
     raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0,
                       history=[("appointmentscheduled", T0)])
     with conn.cursor() as cur:

@@ -22,11 +22,8 @@ def test_each_version_is_checked_once_and_a_running_scan_after_it_finishes(
     scratch_databases,  # type: ignore[no-untyped-def]
 ) -> None:
     url = scratch_databases("quarantine_marks")
-    conn = connect(url, autocommit=False)
-    raw_data.create_raw_tables(conn)
-    for tenant, job in (("acme", "job-a1"), ("beta", "job-b1")):
-        raw_data.add_scan_job(conn, job, tenant)
-        raw_data.add_pipelines(conn, job, tenant, T0)
+    conn = raw_data.scanned(connect(url, autocommit=False),
+                            {"job-a1": "acme", "job-b1": "beta"}, T0)
     raw_data.add_deal(conn, "job-a1", "acme", "1", T0, T0, amount="-5")
     raw_data.add_deal(conn, "job-a1", "acme", "2", T0 + timedelta(minutes=1), T0)
     raw_data.add_deal(conn, "job-b1", "beta", "1", T0, T0)  # beta: clean

@@ -32,11 +32,7 @@ def test_a_half_cached_schema_does_not_hide_an_existing_table(
     scratch_databases,  # type: ignore[no-untyped-def]
 ) -> None:
     url = scratch_databases("exists")
-    conn = connect(url, autocommit=False)
-    raw_data.create_raw_tables(conn)
-    raw_data.add_scan_job(conn, "job-1", "acme")
-    raw_data.add_pipelines(conn, "job-1", "acme", T0)
-    conn.close()
+    raw_data.scanned(connect(url, autocommit=False), {"job-1": "acme"}, T0).close()
     with connect(url).cursor() as cur:
         cur.execute("create table if not exists loader.scan_jobs_archive "
                     "(like loader.scan_jobs, archived_at timestamptz)")
