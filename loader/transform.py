@@ -28,13 +28,10 @@ from typing import Any
 
 import psycopg2
 
-from . import db, manifest_cache, settings
+from . import db, settings
 from .errors import LoaderError
 
 PROFILE_EXAMPLE = "profiles.yml.example"
-
-#: The parsed project kept for the next process, in ``dbt_home()`` (loader/manifest_cache.py).
-MANIFEST_CACHE = "manifest.pickle"
 
 
 def dbt_env(url: str) -> dict[str, str]:
@@ -273,20 +270,12 @@ class Builder:
         jinja_cache.install(dbt_home() / "jinja")  # dbt's templates compiled once, kept on disk
         if self.freeze_heap and not again:
             gc.freeze()  # dbt's modules, imported just now (or before)
-        # The manifest a process before this one parsed from the same files, versions and
-        # environment (loader/manifest_cache.py), else dbt's parse (partial parsing), kept.
-        cache_path = dbt_home() / MANIFEST_CACHE
-        cache_key = manifest_cache.key(project_hash, settings.PROJECT_ROOT / PROFILE_EXAMPLE)
-        manifest = manifest_cache.read(cache_path, cache_key)
-        if manifest is None:
-            result = runner().invoke(["parse", *self._args(), "--log-level", "none",
+        result = runner().invoke(["parse", *self._args(), "--log-level", "none",
                                       "--no-write-json"])
-            _reraise_interrupt(result.exception)
-            if not result.success or result.result is None:
-                raise LoaderError(f"dbt could not parse the project: {_dbt_error(result)}")
-            manifest = result.result
-            manifest_cache.write(cache_path, cache_key, manifest)
-        self._manifest, self._project_hash = manifest, project_hash
+        _reraise_interrupt(result.exception)
+        if not result.success or result.result is None:
+            raise LoaderError(f"dbt could not parse the project: {_dbt_error(result)}")
+        self._manifest, self._project_hash = result.result, project_hash
         if self.freeze_heap:
             if again:
                 gc.collect()  # the manifest just replaced, before everything left is frozen
