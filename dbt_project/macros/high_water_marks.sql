@@ -13,6 +13,12 @@
     tenants without a mark are those with a finished scan (live or archived): rows of a tenant
     without one cannot belong to a finished scan, which every caller requires.
 
+    A model's own marks are read with one probe per tenant with a finished scan of the model's
+    index on (_tenant_id, _extracted_at) (idx_deals_tenant_extracted_at,
+    idx_deal_stage_history_tenant_extracted_at): until 2026-12-07 an aggregate over the whole
+    table, which every incremental build paid in proportion to the table (0.07-0.16 s for
+    deals, 0.09 s for the stage history at 200,000 deals and 1.3 million history rows).
+
     `checked_marks`: a table of marks kept apart (_tenant_id, checked_through), used instead of
     the model's own rows once it exists (deals_quarantine, whose rows exist only for records with
     a problem: macros/quarantine_marks.sql).
@@ -22,6 +28,7 @@
     {%- if not execute -%}
         true
     {%- else -%}
+        {%- set finished = tenants_with_finished_scans() -%}
         {%- set kept = none -%}
         {%- if checked_marks is not none -%}
             {%- set kept = relation_exists(checked_marks.schema, checked_marks.identifier) -%}
@@ -33,16 +40,30 @@
                 where checked_through is not null
                 order by _tenant_id
             {%- else %}
-                select _tenant_id, to_char(max(_extracted_at), 'YYYY-MM-DD"T"HH24:MI:SS.US')
-                from {{ this }}
-                where _tenant_id is not null
-                group by _tenant_id
-                order by _tenant_id
+                {#- One index probe per tenant (the model's index on (_tenant_id,
+                    _extracted_at)), not an aggregate over the whole table. -#}
+                select marks.tenant_id, to_char(marks.mark, 'YYYY-MM-DD"T"HH24:MI:SS.US')
+                from (
+                    select
+                        tenants.tenant_id,
+                        (
+                            select max(model_rows._extracted_at)
+                            from {{ this }} as model_rows
+                            where model_rows._tenant_id = tenants.tenant_id
+                        ) as mark
+                    from unnest(array[
+                        {%- for tenant in finished -%}
+                            {{ sql_literal(tenant) }}{{ ", " if not loop.last }}
+                        {%- endfor -%}
+                    ]::text[]) as tenants (tenant_id)
+                ) as marks
+                where marks.mark is not null
+                order by marks.tenant_id
             {%- endif %}
         {%- endset -%}
         {%- set marks = run_query(marks_sql).rows -%}
         {%- set marked = marks | map(attribute=0) | list -%}
-        {%- set unmarked = tenants_with_finished_scans() | reject('in', marked) | list -%}
+        {%- set unmarked = finished | reject('in', marked) | list -%}
         (
         {%- for tenant, mark in marks %}
             ({{ tenant_column }} = {{ sql_literal(tenant) }}

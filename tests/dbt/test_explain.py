@@ -268,3 +268,20 @@ def test_an_indexed_custom_property_is_read_through_its_index(
     assert "Filter" not in on_deals[0], on_deals[0]
     # tenant-07 holds the deals g with g % 20 = 7; those with g % 7 = 0 lack the property.
     assert on_deals[0]["Actual Rows"] == sum(1 for g in range(7, DEALS, TENANTS) if g % 7)
+
+
+def test_a_tenants_high_water_mark_is_one_index_probe(big_warehouse_url: str) -> None:
+    """What extracted_after_high_water_marks asks of analytics.deals for each tenant before an
+    incremental build: the latest extraction, read from idx_deals_tenant_extracted_at, not
+    an aggregate over the table's 200,000 rows."""
+    owner = connect(big_warehouse_url)
+    try:
+        with owner.cursor() as cur:
+            cur.execute(f"explain (format json) select max(_extracted_at) from analytics.deals "
+                        f"where _tenant_id = '{TENANT}'")
+            plan = cur.fetchone()[0][0]["Plan"]
+    finally:
+        owner.close()
+    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
+    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
+        ("Index Only Scan", "idx_deals_tenant_extracted_at")], plan

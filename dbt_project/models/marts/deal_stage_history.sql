@@ -22,6 +22,8 @@
             "{{ ensure_constraint_name('p', 'deal_stage_history_pkey') }}",
             "{{ ensure_not_null_constraint_names() }}",
             "{{ ensure_index('idx_deal_stage_history_tenant_stage', '_tenant_id, dealstage') }}",
+            "{{ ensure_index('idx_deal_stage_history_tenant_extracted_at',
+                '_tenant_id, _extracted_at') }}",
         ],
     )
 }}

@@ -44,6 +44,7 @@
             "{{ ensure_index('idx_deals_scan_id', '_scan_id') }}",
             "{{ ensure_index('idx_deals_tenant_id', '_tenant_id') }}",
             "{{ ensure_index('idx_deals_extracted_at', '_extracted_at') }}",
+            "{{ ensure_index('idx_deals_tenant_extracted_at', '_tenant_id, _extracted_at') }}",
             "{{ ensure_index('idx_deals_tenant_scan', '_tenant_id, _scan_id') }}",
             "{{ ensure_index('idx_deals_stage', 'dealstage', where='dealstage is not null') }}",
             "{{ ensure_index('idx_deals_pipeline', 'pipeline', where='pipeline is not null') }}",
