@@ -85,23 +85,40 @@
 {%- endmacro %}
 
 {#-
+    The scan jobs that have finished, live (a terminal status) or archived by retention, as the
+    text of a `select id, organization_id` (jobs without a tenant left out); none while
+    loader.scan_jobs does not exist. For the tenants below and the quarantine's marks
+    (macros/quarantine_marks.sql).
+-#}
+{% macro finished_scan_jobs_sql() -%}
+    {%- set schema = var('ops_schema') -%}
+    {%- set live = relation_exists(schema, 'scan_jobs') -%}
+    {%- if live is none -%}
+        {{ return(none) }}
+    {%- endif -%}
+    {%- set archive = relation_exists(schema, 'scan_jobs_archive') -%}
+    {%- set jobs_sql -%}
+        select id, organization_id from {{ live }}
+        where status in ('completed', 'failed', 'cancelled') and organization_id is not null
+        {%- if archive is not none %}
+            union
+            select id, organization_id from {{ archive }} where organization_id is not null
+        {%- endif %}
+    {%- endset -%}
+    {{ return(jobs_sql) }}
+{%- endmacro %}
+
+{#-
     The tenants with a finished scan (live, or archived by retention): those whose raw rows an
     incremental model may have to read.
 -#}
 {% macro tenants_with_finished_scans() -%}
-    {%- set schema = var('ops_schema') -%}
-    {%- set live = relation_exists(schema, 'scan_jobs') -%}
-    {%- set archive = relation_exists(schema, 'scan_jobs_archive') -%}
-    {%- if live is none -%}
+    {%- set jobs_sql = finished_scan_jobs_sql() -%}
+    {%- if jobs_sql is none -%}
         {{ return([]) }}
     {%- endif -%}
     {%- set tenants_sql -%}
-        select organization_id from {{ live }}
-        where status in ('completed', 'failed', 'cancelled') and organization_id is not null
-        {%- if archive is not none %}
-            union
-            select organization_id from {{ archive }} where organization_id is not null
-        {%- endif %}
+        select distinct organization_id from ({{ jobs_sql }}) as jobs
     {%- endset -%}
     {{ return(run_query(tenants_sql).columns[0].values() | list) }}
 {%- endmacro %}

@@ -29,9 +29,7 @@
 {% macro quarantine_marks_pending() -%}
     {%- set marks = quarantine_marks_relation() -%}
     {%- set raw = var('raw_schema') -%}
-    {%- set ops = var('ops_schema') -%}
-    {%- set live = relation_exists(ops, 'scan_jobs') -%}
-    {%- set archive = relation_exists(ops, 'scan_jobs_archive') -%}
+    {%- set jobs_sql = finished_scan_jobs_sql() -%}
     {%- set latest = [] -%}
     {%- for table in ['deals', 'deals_rejected'] -%}
         {%- set relation = relation_exists(raw, table) -%}
@@ -52,22 +50,14 @@
     {%- if not is_incremental() %}
         delete from {{ marks }};
     {%- endif %}
-    {%- if live is not none and latest %}
+    {%- if jobs_sql is not none and latest %}
         insert into {{ marks }} (_tenant_id, pending)
         select
             finished.tenant_id,
             greatest({{ latest | join(', ') }}) as pending
         from (
             select organization_id as tenant_id, array_agg(id) as job_ids
-            from (
-                select id, organization_id from {{ live }}
-                where status in ('completed', 'failed', 'cancelled')
-                {%- if archive is not none %}
-                    union
-                    select id, organization_id from {{ archive }}
-                {%- endif %}
-            ) as jobs
-            where organization_id is not null
+            from ({{ jobs_sql }}) as jobs
             group by organization_id
         ) as finished
         on conflict (_tenant_id) do update
