@@ -45,9 +45,11 @@ _SYNTAX_OPTIONS = (
 _installed: dict[str, Any] = {}
 
 
-def _versions() -> str:
+def package_versions(packages: tuple[str, ...]) -> str:
+    """Python's version and bytecode magic number and each package's version, as one string
+    (part of a cache entry's name: a new version of any of them names every entry anew)."""
     parts = [sys.version, importlib.util.MAGIC_NUMBER.hex()]
-    for package in ("jinja2", "dbt-core", "dbt-common"):
+    for package in packages:
         try:
             parts.append(f"{package}={importlib.metadata.version(package)}")
         except importlib.metadata.PackageNotFoundError:
@@ -86,7 +88,7 @@ def install(cache_dir: Path) -> None:
     _installed["dir"] = Path(cache_dir)
     if "original" in _installed:
         return
-    _installed["versions"] = _versions()
+    _installed["versions"] = package_versions(("jinja2", "dbt-core", "dbt-common"))
     original = MacroFuzzEnvironment.compile
     _installed["original"] = original
 
@@ -103,7 +105,7 @@ def install(cache_dir: Path) -> None:
         except (OSError, ValueError, EOFError, TypeError):
             pass
         code = original(self, source, name, filename, raw, defer_init)
-        _write(path, marshal.dumps(code))
+        write_atomic(path, marshal.dumps(code))
         return code
 
     MacroFuzzEnvironment.compile = compile  # type: ignore[method-assign]
@@ -118,7 +120,7 @@ def uninstall() -> None:
         MacroFuzzEnvironment.compile = original  # type: ignore[method-assign]
 
 
-def _write(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """``data`` to ``path`` through a temporary file renamed over it; a cache that cannot be
     written (a full or read-only disk) only means compiling again next time."""
     try:

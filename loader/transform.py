@@ -263,11 +263,12 @@ class Builder:
         again = self._manifest is not None
         if self.freeze_heap and again:
             gc.unfreeze()  # the manifest replaced below must be collectable
-        from . import jinja_cache
+        from . import dbt_speedups, jinja_cache
         from .dbt_import import dbt_runner
 
         runner = dbt_runner()
         jinja_cache.install(dbt_home() / "jinja")  # dbt's templates compiled once, kept on disk
+        dbt_speedups.install(dbt_home() / "jsonschema")  # its config schemas too; see there
         if self.freeze_heap and not again:
             gc.freeze()  # dbt's modules, imported just now (or before)
         result = runner().invoke(["parse", *self._args(), "--log-level", "none",
