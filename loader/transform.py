@@ -266,7 +266,7 @@ class Builder:
         from . import dbt_speedups, jinja_cache
         from .dbt_import import dbt_runner
 
-        runner = dbt_runner()
+        runner = dbt_runner(dbt_home() / "pycode")  # generated code compiled once, on disk
         jinja_cache.install(dbt_home() / "jinja")  # dbt's templates compiled once, kept on disk
         dbt_speedups.install(dbt_home() / "jsonschema")  # its config schemas too; see there
         if self.freeze_heap and not again:
