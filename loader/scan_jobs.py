@@ -535,6 +535,19 @@ def get(conn: psycopg2.extensions.connection, scan_id: str) -> dict[str, Any]:
     return dict(row)
 
 
+def get_many(conn: psycopg2.extensions.connection, job_ids: list[str]) -> list[dict[str, Any]]:
+    """The jobs of ``job_ids`` (internal ids), in that order, in one query (``submit --wait``
+    looks at all of them each time one changes)."""
+    with conn, conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute(f"select {COLUMNS}, {_ALIVE} from loader.scan_jobs where id = any(%s)",
+                    (list(job_ids),))
+        rows = {row["id"]: dict(row) for row in cur.fetchall()}
+    missing = [job_id for job_id in job_ids if job_id not in rows]
+    if missing:
+        raise LoaderError(f"no scan with id {missing[0]!r}")
+    return [rows[job_id] for job_id in job_ids]
+
+
 def list_jobs(
     conn: psycopg2.extensions.connection,
     *,

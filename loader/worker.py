@@ -430,7 +430,7 @@ def wait_for_jobs(conn: Any, job_ids: list[str], *, timeout: float | None = None
     jobs: list[dict[str, Any]] = []
 
     def check() -> list[dict[str, Any]] | None:
-        jobs[:] = [scan_jobs.get(conn, job_id) for job_id in job_ids]
+        jobs[:] = scan_jobs.get_many(conn, job_ids)
         if on_change is not None:
             on_change(jobs)
         return jobs if all(job["status"] in scan_jobs.TERMINAL for job in jobs) else None

@@ -1,6 +1,7 @@
 """The scan's progress writes, which run in a thread of their own while the source builds the
 next batch (``loader.scan.JobProgress``): counters and the cancel check at the same batch
-boundary as a write awaited at once, in order, and a failed write raised in the scan's thread.
+boundary as a write awaited at once, in order, and a failed write raised in the scan's thread;
+and the jobs that ``submit --wait`` reads together.
 Real PostgreSQL."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import psycopg2
 import pytest
 
 from loader import scan_jobs
+from loader.errors import LoaderError
 from loader.scan import JobProgress
 from tests.conftest import query, unique_tenant
 
@@ -82,3 +84,22 @@ def test_a_failed_write_is_raised_in_the_scans_thread(database_url: str) -> None
     progress.close()  # waits for the write in flight, leaves its error to flush()
     with pytest.raises(psycopg2.InterfaceError):
         progress.flush()
+
+
+def test_jobs_are_read_together_in_the_order_asked(database_url: str) -> None:
+    """``submit --wait`` reads all its jobs in one query each time one changes."""
+    conn = psycopg2.connect(database_url)
+    try:
+        scan_jobs.ensure_schema(conn)
+        jobs = [scan_jobs.create(conn, unique_tenant("many"), "deals_full", {}, 50)
+                for _ in range(3)]
+        assert scan_jobs.mark_running(conn, jobs[1]) == "running"
+        ids = [jobs[2].id, jobs[0].id, jobs[1].id]
+        rows = scan_jobs.get_many(conn, ids)
+        assert [r["id"] for r in rows] == ids
+        assert [r["status"] for r in rows] == ["pending", "pending", "running"]
+        assert rows == [scan_jobs.get(conn, job_id) for job_id in ids]
+        with pytest.raises(LoaderError, match="no scan with id 'nope'"):
+            scan_jobs.get_many(conn, [jobs[0].id, "nope"])
+    finally:
+        conn.close()
