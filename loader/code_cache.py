@@ -79,8 +79,10 @@ def _load(path: Path) -> dict[bytes, CodeType]:
     return {k: v for k, v in data.items() if isinstance(k, bytes) and isinstance(v, CodeType)}
 
 
-def cached_exec(source: Any, globals: Any = None, locals: Any = None, /) -> None:  # noqa: A002
-    """``exec`` with ``source`` compiled through the cache when it is text."""
+def cached_exec(source: Any, globals: Any = None, locals: Any = None,  # noqa: A002
+                **kwargs: Any) -> None:
+    """``exec`` with ``source`` compiled through the cache when it is text (namespaces by
+    position or by name, and any other keyword such as ``closure``, passed on)."""
     if isinstance(source, str) and "codes" in _state:
         flags = sys._getframe(1).f_code.co_flags & _FUTURE_FLAGS
         key = hashlib.blake2b(source.encode("utf-8", "surrogatepass"), digest_size=20,
@@ -96,7 +98,7 @@ def cached_exec(source: Any, globals: Any = None, locals: Any = None, /) -> None
     if globals is None:  # the caller's namespaces, as the built-in takes them
         frame = sys._getframe(1)
         globals, locals = frame.f_globals, frame.f_locals if locals is None else locals
-    builtins.exec(source, globals, locals)
+    builtins.exec(source, globals, locals, **kwargs)
 
 
 def install(folder: Path) -> None:

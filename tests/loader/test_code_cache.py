@@ -98,6 +98,19 @@ def test_a_name_unique_to_the_process_is_not_kept(cache: Path) -> None:
     assert code_cache._state["new"] == 0
 
 
+def test_namespaces_by_name_and_the_callers_by_default(cache: Path) -> None:
+    namespace: dict = {"base": 40}
+    code_cache.cached_exec("z = base + 2", globals=namespace)
+    assert namespace["z"] == 42
+
+    def caller() -> dict:
+        local = {"seen": None}
+        code_cache.cached_exec("seen = __name__", None, local)
+        return local
+
+    assert caller()["seen"] == __name__
+
+
 def test_an_unreadable_file_counts_as_empty_and_is_replaced(tmp_path: Path) -> None:
     code_cache.uninstall()
     path = code_cache.cache_file(tmp_path)
