@@ -5,16 +5,7 @@
 -#}
 {% macro source_or_empty(source_name, table_name, columns) -%}
     {%- set relation = source(source_name, table_name) -%}
-    {%- if relation.is_cte -%}
-        {#- In a unit test, source() names the test's fixture CTE: use it as is. -#}
-        {%- set existing = relation -%}
-    {%- elif execute -%}
-        {#- The catalog, not dbt's relation cache (see relation_exists). -#}
-        {%- set existing = relation_exists(relation.schema, relation.identifier) -%}
-    {%- else -%}
-        {%- set existing = relation -%}
-    {%- endif -%}
-    {%- if existing is not none -%}
+    {%- if source_exists(source_name, table_name) -%}
         {{ relation }}
     {%- else -%}
         (
@@ -25,4 +16,18 @@
             where false
         ) as {{ table_name }}_empty {#- PostgreSQL 15 requires an alias on a subquery in FROM -#}
     {%- endif -%}
+{%- endmacro %}
+
+{#-
+    Whether the source table exists (true while parsing, and in a unit test, where source()
+    names the test's fixture CTE). For source_or_empty and the staging models that union only
+    the tables that exist.
+-#}
+{% macro source_exists(source_name, table_name) -%}
+    {%- set relation = source(source_name, table_name) -%}
+    {%- if relation.is_cte or not execute -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {#- The catalog, not dbt's relation cache (see relation_exists). -#}
+    {{ return(relation_exists(relation.schema, relation.identifier) is not none) }}
 {%- endmacro %}

@@ -24,10 +24,8 @@
 -#}
 {%- set histories = [] -%}
 {%- for table_name in ['deals_stage_history', 'deals__stage_history'] -%}
-    {%- set relation = source('raw_hubspot', table_name) -%}
-    {%- if not execute or relation.is_cte
-        or relation_exists(relation.schema, relation.identifier) is not none -%}
-        {%- do histories.append(relation) -%}
+    {%- if source_exists('raw_hubspot', table_name) -%}
+        {%- do histories.append(source('raw_hubspot', table_name)) -%}
     {%- endif -%}
 {%- endfor -%}
 
