@@ -84,6 +84,14 @@ def scanned(conn: psycopg2.extensions.connection, jobs: dict[str, str],
     return conn
 
 
+def one_scanned_deal(conn: psycopg2.extensions.connection, extracted_at: datetime) -> None:
+    """The raw tables and one deal ("1") of a finished scan ("job-1") of tenant acme, extracted
+    at ``extracted_at``; closes ``conn``."""
+    scanned(conn, {"job-1": "acme"}, extracted_at)
+    add_deal(conn, "job-1", "acme", "1", extracted_at, extracted_at)
+    conn.close()
+
+
 def add_scan_job(conn: psycopg2.extensions.connection, job_id: str, tenant: str, *,
                  status: str = "completed", completed_days_ago: float = 0,
                  failed_items: int = 0, total_items: int = 10) -> str:

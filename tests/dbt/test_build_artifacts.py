@@ -17,9 +17,7 @@ def test_a_build_writes_its_run_results_and_leaves_the_manifest_alone(
     scratch_databases,  # type: ignore[no-untyped-def]
 ) -> None:
     url = scratch_databases("artifacts")
-    conn = raw_data.scanned(connect(url, autocommit=False), {"job-1": "acme"}, T0)
-    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
-    conn.close()
+    raw_data.one_scanned_deal(connect(url, autocommit=False), T0)
     target = transform.dbt_home() / "target"  # DBT_TARGET_PATH of the builds
     manifest, run_results = target / "manifest.json", target / "run_results.json"
     for args in (("--full-refresh",), ()):

@@ -35,9 +35,7 @@ def _views(url: str) -> dict[str, int]:
 
 def _one_scanned_deal(url: str) -> str:
     """``url`` with the raw tables and one deal of a finished scan of tenant acme."""
-    conn = raw_data.scanned(connect(url, autocommit=False), {"job-1": "acme"}, T0)
-    raw_data.add_deal(conn, "job-1", "acme", "1", T0, T0)
-    conn.close()
+    raw_data.one_scanned_deal(connect(url, autocommit=False), T0)
     return url
 
 
