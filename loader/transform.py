@@ -222,7 +222,9 @@ class Builder:
     """``dbt build`` in this process through dbt's ``dbtRunner``, for one database.
 
     The project is parsed once and the manifest reused for later builds until a project file
-    changes (a worker builds every few minutes: dbt's start-up is seconds). An incremental build
+    changes (a worker builds every few minutes: dbt's start-up is seconds). A new process reads
+    the project as the last process with the same inputs parsed it (:mod:`loader.manifest_cache`)
+    instead of having dbt parse it. An incremental build
     leaves out the views when nothing their definitions depend on changed since the last full
     build (:meth:`_views_fingerprint`): re-creating 15 unchanged views was a third of an
     incremental build, dbt's per-node work included. Builds of one builder run one at a time.
@@ -243,6 +245,8 @@ class Builder:
         self.freeze_heap = freeze_heap
         self._manifest: Any = None
         self._project_hash: str | None = None
+        #: Whether the last preparation read the parsed project from the manifest cache.
+        self.manifest_from_cache = False
         self._lock = threading.Lock()
 
     def _args(self) -> list[str]:
@@ -263,7 +267,7 @@ class Builder:
         again = self._manifest is not None
         if self.freeze_heap and again:
             gc.unfreeze()  # the manifest replaced below must be collectable
-        from . import dbt_speedups, jinja_cache
+        from . import dbt_speedups, jinja_cache, manifest_cache
         from .dbt_import import dbt_runner
 
         runner = dbt_runner(dbt_home() / "pycode")  # generated code compiled once, on disk
@@ -271,12 +275,22 @@ class Builder:
         dbt_speedups.install(dbt_home() / "jsonschema")  # its config schemas too; see there
         if self.freeze_heap and not again:
             gc.freeze()  # dbt's modules, imported just now (or before)
-        result = runner().invoke(["parse", *self._args(), "--log-level", "none",
+        # The project as a process parsed it last with the same inputs (see manifest_cache); not
+        # to replace a project parsed here: only dbt's next command would let go of the one it
+        # replaces, after the freeze below had made it permanent.
+        env = dict(os.environ)
+        key = manifest_cache.cache_key(project_hash, self._args(), env)
+        manifest = None if again else manifest_cache.load(dbt_home() / "manifest", key, env)
+        self.manifest_from_cache = manifest is not None
+        if manifest is None:
+            result = runner().invoke(["parse", *self._args(), "--log-level", "none",
                                       "--no-write-json"])
-        _reraise_interrupt(result.exception)
-        if not result.success or result.result is None:
-            raise LoaderError(f"dbt could not parse the project: {_dbt_error(result)}")
-        self._manifest, self._project_hash = result.result, project_hash
+            _reraise_interrupt(result.exception)
+            if not result.success or result.result is None:
+                raise LoaderError(f"dbt could not parse the project: {_dbt_error(result)}")
+            manifest = result.result
+            manifest_cache.save(dbt_home() / "manifest", key, manifest)
+        self._manifest, self._project_hash = manifest, project_hash
         if self.freeze_heap:
             if again:
                 gc.collect()  # the manifest just replaced, before everything left is frozen
