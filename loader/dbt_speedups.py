@@ -1,4 +1,4 @@
-"""Two places where dbt repeats, in every process or every build, work whose answer is fixed.
+"""Three places where dbt repeats, in every process or every build, work whose answer is fixed.
 
 **The JSON schemas of dbt's configuration classes, kept on disk for the next process.** Before a
 command runs, dbt checks ``dbt_project.yml``, the profile and its project flags against JSON
@@ -24,6 +24,16 @@ every command (each build in a worker too): 0.18 s of a ``transform`` process an
 of each worker build, for a text that only appears in a warning. :func:`install` gives it a walk
 over the frames' modules (``sys._getframe``, each frame's ``__name__``) that returns the same
 name: the first module on the stack other than ``dbt_common.behavior_flags``.
+
+**A graph summary without serialising every node.** Before each build dbt writes
+``target/graph_summary.json`` (node names, types and edges, for diagnostics), twice over the
+graph (with and without test edges), and ``Linker.get_graph_summary`` finds each node's type by
+serialising the whole node with ``to_dict`` and reading ``resource_type`` back: every node of
+the project twice per build, in a worker's builds too, and in a process that did not parse the
+project itself (``loader.manifest_cache``) the first ``to_dict`` of each node class also has
+mashumaro generate that method (0.14 s of such a ``transform``). :func:`install` gives it the
+node's ``resource_type`` directly, the value ``to_dict`` writes (dbt's enums serialise as their
+value); the summary is the same, tested against dbt's own.
 
 Installing twice only moves the schema cache.
 """
@@ -52,6 +62,7 @@ def install(schema_dir: Path) -> None:
     _installed["versions"] = package_versions(SCHEMA_PACKAGES)
     _install_schema_cache()
     _install_flag_source()
+    _install_graph_summary()
 
 
 def uninstall() -> None:
@@ -66,6 +77,11 @@ def uninstall() -> None:
     if source is not None:
         BehaviorFlagRendered._default_source = source  # type: ignore[method-assign]
     _installed.pop("memory", None)
+    summary = _installed.pop("graph_summary", None)
+    if summary is not None:
+        from dbt.compilation import Linker
+
+        Linker.get_graph_summary = summary  # type: ignore[method-assign]
 
 
 def schema_file(cls: type) -> Path:
@@ -124,3 +140,27 @@ def _install_flag_source() -> None:
         return "Unknown"
 
     BehaviorFlagRendered._default_source = staticmethod(_default_source)  # type: ignore[method-assign,assignment]
+
+
+def _install_graph_summary() -> None:
+    from dbt.compilation import Linker
+
+    _installed["graph_summary"] = Linker.__dict__["get_graph_summary"]
+
+    def get_graph_summary(self: Any, manifest: Any) -> dict[int, dict[str, Any]]:
+        index = {name: n for n, name in enumerate(self.graph)}
+        nodes: dict[int, dict[str, Any]] = {
+            n: {"name": name, "type": _enum_value(manifest.expect(name).resource_type)}
+            for name, n in index.items()
+        }
+        for node in nodes.values():
+            successors = [index[s] for s in self.graph.successors(node["name"])]
+            if successors:
+                node["succ"] = successors
+        return nodes
+
+    Linker.get_graph_summary = get_graph_summary  # type: ignore[method-assign]
+
+
+def _enum_value(value: Any) -> Any:
+    return getattr(value, "value", value)

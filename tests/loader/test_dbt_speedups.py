@@ -1,6 +1,7 @@
 """``loader.dbt_speedups``: dbt's configuration schemas kept on disk and read back by later
 processes, validating exactly as dbt's own; a behaviour flag's source found without
-``inspect.stack()``, the same as dbt finds it."""
+``inspect.stack()``, the same as dbt finds it; a graph summary without serialising each node,
+the same as dbt's."""
 
 from __future__ import annotations
 
@@ -122,3 +123,27 @@ def test_a_flags_source_is_the_module_that_declared_it(schema_dir: Path,
     assert fast == _declared_here()._behavior_change_event.flag_source == __name__
     with_source = Behavior([{**FLAG, "source": "dbt-example"}], {}).some_flag  # type: ignore
     assert with_source._behavior_change_event.flag_source == "dbt-example"
+
+
+def test_a_graph_summary_is_dbts_own(database_url: str, schema_dir: Path) -> None:
+    from dbt.compilation import Linker
+
+    from loader import transform
+
+    builder = transform.Builder(database_url)
+    builder.prepare()
+    manifest = builder._manifest
+    assert Linker.get_graph_summary.__module__ == "loader.dbt_speedups"
+    linker = Linker()
+    linker.link_graph(manifest)
+    fast = linker.get_graph_summary(manifest)
+    linker.add_test_edges(manifest)
+    fast_with_tests = linker.get_graph_summary(manifest)
+    dbt_speedups.uninstall()  # dbt's own: every node serialised with to_dict
+    assert Linker.get_graph_summary.__module__ == "dbt.compilation"
+    own_with_tests = linker.get_graph_summary(manifest)
+    assert json.dumps(fast_with_tests) == json.dumps(own_with_tests)
+    bare = Linker()
+    bare.link_graph(manifest)
+    assert json.dumps(fast) == json.dumps(bare.get_graph_summary(manifest))
+    assert len(fast) > 50 and {"model", "test", "source"} <= {n["type"] for n in fast.values()}
