@@ -10,9 +10,9 @@ are unchanged (``Builder``); this keeps that same result on disk for the next pr
 ``Manifest.__reduce_ex__``, which passes the fields positionally and in dbt-core 1.11 lacks
 ``fixtures``: every private lookup after it lands one field early (a process built from such
 a copy failed its second build with ``RefableLookup.find() missing ... 'manifest'``). Here a
-manifest is rebuilt from its public fields by name (:func:`_manifest_from`); its lookups,
-lock and parsing statistics, all private with defaults, are made anew (lookups on first use,
-as after a parse).
+manifest is rebuilt from its public fields by name (:func:`_manifest_from`), with the public
+attributes the parse set besides them (``child_map``, ``parent_map``); its lookups, lock and
+parsing statistics, all private with defaults, are made anew (lookups on first use).
 
 An entry is used only for the same inputs a parse reads, and is named by a digest of them:
 the project's files and the profile (``transform.project_fingerprint``, what the worker's
@@ -95,15 +95,21 @@ def load(folder: Path, key: str, env: dict[str, str]) -> Any:
     return manifest
 
 
-def _manifest_from(cls: type, fields: dict[str, Any]) -> Any:
-    """A manifest of class ``cls`` from its public fields (see the module)."""
-    return cls(**fields)
+def _manifest_from(cls: type, fields: dict[str, Any], extra: dict[str, Any]) -> Any:
+    """A manifest of class ``cls`` from its public fields, with the public attributes a parse
+    set besides them (``child_map``, ``parent_map``); see the module."""
+    manifest = cls(**fields)
+    for name, value in extra.items():
+        setattr(manifest, name, value)
+    return manifest
 
 
-def _reduce_manifest(manifest: Any) -> tuple[Any, tuple[type, dict[str, Any]]]:
-    fields = {f.name: getattr(manifest, f.name) for f in dataclasses.fields(manifest)
-              if not f.name.startswith("_")}
-    return _manifest_from, (type(manifest), fields)
+def _reduce_manifest(manifest: Any) -> tuple[Any, tuple[type, dict[str, Any], dict[str, Any]]]:
+    names = {f.name for f in dataclasses.fields(manifest)}
+    fields = {name: getattr(manifest, name) for name in names if not name.startswith("_")}
+    extra = {name: value for name, value in vars(manifest).items()
+             if name not in names and not name.startswith("_")}
+    return _manifest_from, (type(manifest), fields, extra)
 
 
 def dumps(manifest: Any) -> bytes:

@@ -77,6 +77,8 @@ def test_a_kept_manifest_is_the_parsed_one_field_by_field(scratch_databases) -> 
     assert copy is not None
     assert copy.writable_manifest().to_dict() == manifest.writable_manifest().to_dict()
     assert copy.fixtures == manifest.fixtures  # dbt's own __reduce_ex__ put a lookup here
+    # What the parse set besides the fields (dbt's __reduce_ex__ drops them).
+    assert copy.child_map == manifest.child_map and copy.parent_map == manifest.parent_map
     assert copy.ref_lookup.find("deals", None, None, copy).unique_id == model.unique_id
 
 

@@ -137,6 +137,7 @@ def test_a_graph_summary_is_dbts_own(database_url: str, schema_dir: Path) -> Non
     linker = Linker()
     linker.link_graph(manifest)
     fast = linker.get_graph_summary(manifest)
+    manifest.build_parent_and_child_maps()  # as dbt's compile does before the test edges
     linker.add_test_edges(manifest)
     fast_with_tests = linker.get_graph_summary(manifest)
     dbt_speedups.uninstall()  # dbt's own: every node serialised with to_dict
