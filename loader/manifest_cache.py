@@ -14,18 +14,18 @@ manifest is rebuilt from its public fields by name (:func:`_manifest_from`), wit
 attributes the parse set besides them (``child_map``, ``parent_map``); its lookups, lock and
 parsing statistics, all private with defaults, are made anew (lookups on first use).
 
-An entry is used only for the same inputs a parse reads, and is named by a digest of them:
-the project's files and the profile (``transform.project_fingerprint``, what the worker's
-own re-parse check uses), the project and profiles folders, every ``DBT_*`` environment
-variable but the password and secrets (the database, schema and target the profile renders,
-dbt's own flags), and the versions of Python, dbt-core, dbt-common, dbt-postgres and
-mashumaro. The environment variables the project read while parsing (``env_var()``; dbt
-records them in the manifest, as for its own partial parse) are compared after reading, as
-dbt compares them: any that changed means a parse. Anything else that stops an entry from
-being read (a file cut short, another dbt version's classes) means a parse as well, and the
-parse writes a new entry. Entries are written to a temporary name and renamed; the newest
-:data:`KEEP` are kept. The folder (``$LOADER_HOME/dbt/manifest``) holds what dbt's
-``partial_parse.msgpack`` holds, under the same owner, and can be deleted at any time.
+An entry is used only for the same inputs a parse reads, and is named by a digest of them: the
+project's files and the profile (``transform.project_fingerprint``, what the worker's own
+re-parse check uses), the project and profiles folders, every ``DBT_*`` environment variable
+but the password and secrets (the database, schema and target the profile renders, dbt's own
+flags), and the versions of Python, dbt-core, dbt-common, dbt-adapters, dbt-postgres and
+mashumaro. The environment variables the project read while parsing (``env_var()``; dbt records
+them in the manifest, as for its own partial parse) are compared after reading, as dbt compares
+them: any that changed means a parse. Anything else that stops an entry from being read (a file
+cut short, another dbt version's classes) means a parse as well, and the parse writes a new
+entry. Entries are written to a temporary name and renamed; the newest :data:`KEEP` are kept.
+The folder (``$LOADER_HOME/dbt/manifest``) holds what dbt's ``partial_parse.msgpack`` holds,
+under the same owner, and can be deleted at any time.
 """
 
 from __future__ import annotations
