@@ -17,15 +17,16 @@ parsing statistics, all private with defaults, are made anew (lookups on first u
 An entry is used only for the same inputs a parse reads, and is named by a digest of them: the
 project's files and the profile (``transform.project_fingerprint``, what the worker's own
 re-parse check uses), the project and profiles folders, every ``DBT_*`` environment variable
-but the password and secrets (the database, schema and target the profile renders, dbt's own
-flags), and the versions of Python, dbt-core, dbt-common, dbt-adapters, dbt-postgres and
-mashumaro. The environment variables the project read while parsing (``env_var()``; dbt records
-them in the manifest, as for its own partial parse) are compared after reading, as dbt compares
-them: any that changed means a parse. Anything else that stops an entry from being read (a file
-cut short, another dbt version's classes) means a parse as well, and the parse writes a new
-entry. Entries are written to a temporary name and renamed; the newest :data:`KEEP` are kept.
-The folder (``$LOADER_HOME/dbt/manifest``) holds what dbt's ``partial_parse.msgpack`` holds,
-under the same owner, and can be deleted at any time.
+(the database, schema and target the profile renders, dbt's own flags) but those whose name says
+they hold a secret (``scan_jobs.secret_name``: the password, tokens), and the versions of
+Python, dbt-core, dbt-common, dbt-adapters, dbt-postgres and mashumaro. The environment
+variables the project read while parsing (``env_var()``; dbt records them in the manifest, as
+for its own partial parse) are compared after reading, as dbt compares them: any that changed
+means a parse. Anything else that stops an entry from being read (a file cut short, another dbt
+version's classes) means a parse as well, and the parse writes a new entry. Entries are written
+to a temporary name and renamed; the newest :data:`KEEP` are kept. The folder
+(``$LOADER_HOME/dbt/manifest``) holds what dbt's ``partial_parse.msgpack`` holds, under the same
+owner, and can be deleted at any time.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from .jinja_cache import package_versions, write_atomic
+from .scan_jobs import secret_name
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +53,12 @@ DEFAULT_ENV_PLACEHOLDER = "DBT_DEFAULT_PLACEHOLDER"
 _PACKAGES = ("dbt-core", "dbt-common", "dbt-adapters", "dbt-postgres", "mashumaro")
 
 
-def _secret(name: str) -> bool:
-    return "PASSWORD" in name or name.startswith("DBT_ENV_SECRET")
-
-
 def cache_key(project_hash: str, args: list[str], env: dict[str, str]) -> str:
     """The entry's file name for a parse with ``args`` under ``env`` (see the module)."""
     digest = hashlib.sha256()
     parts = [package_versions(_PACKAGES), project_hash, *args]
     parts += [f"{name}={value}" for name, value in sorted(env.items())
-              if name.startswith("DBT_") and not _secret(name)]
+              if name.startswith("DBT_") and not secret_name(name)]
     for part in parts:
         digest.update(part.encode("utf-8", "surrogatepass") + b"\0\1")
     return digest.hexdigest() + ".pickle"

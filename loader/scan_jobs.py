@@ -177,6 +177,11 @@ _SECRET_KEY = re.compile(
 REDACTED = "***redacted***"
 
 
+def secret_name(key: str) -> bool:
+    """Whether a setting or variable named ``key`` holds a secret (a token, a password...)."""
+    return _SECRET_KEY.search(key) is not None
+
+
 def lock_key(tenant_id: str) -> str:
     """The text whose ``hashtextextended(..., 0)`` is the tenant's scan advisory lock."""
     return f"hubspot-loader:scan:{tenant_id}"
@@ -217,7 +222,7 @@ def redact(value: Any, key: str = "") -> Any:
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v, key) for v in value]
-    if key and _SECRET_KEY.search(key) and not _names_a_source(key) and value not in (None, ""):
+    if key and secret_name(key) and not _names_a_source(key) and value not in (None, ""):
         return REDACTED
     if isinstance(value, str) and "://" in value and "@" in value:
         return _redact_url(value)
