@@ -111,10 +111,11 @@ def _reduce_manifest(manifest: Any) -> tuple[Any, tuple[type, dict[str, Any], di
 
 
 def dumps(manifest: Any) -> bytes:
-    """``manifest`` pickled, by field name (see the module)."""
+    """``manifest`` pickled, a dataclass (dbt's ``Manifest``) by field name (see the module)."""
     out = io.BytesIO()
     pickler = pickle.Pickler(out, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = {**copyreg.dispatch_table, type(manifest): _reduce_manifest}
+    if dataclasses.is_dataclass(manifest):
+        pickler.dispatch_table = {**copyreg.dispatch_table, type(manifest): _reduce_manifest}
     pickler.dump(manifest)
     return out.getvalue()
 
@@ -123,7 +124,7 @@ def save(folder: Path, key: str, manifest: Any) -> None:
     """Keep ``manifest`` under ``key``; drop all but the newest :data:`KEEP` entries. A disk
     that refuses it only means parsing again next time."""
     try:
-        data = dumps(manifest) if dataclasses.is_dataclass(manifest) else pickle.dumps(manifest)
+        data = dumps(manifest)
     except Exception as exc:  # noqa: BLE001 - an unpicklable manifest: parse next time
         logger.debug("manifest cache: not kept (%s)", exc)
         return
