@@ -39,7 +39,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
-from .jinja_cache import write_atomic
+from .jinja_cache import package_versions, write_atomic
 
 #: The modules whose ``exec`` of generated text goes through the cache.
 MODULES = (
@@ -64,8 +64,7 @@ _lock = threading.Lock()
 
 def cache_file(folder: Path) -> Path:
     """The file for this Python in ``folder``."""
-    tag = hashlib.sha256(
-        f"{sys.version}\0{importlib.util.MAGIC_NUMBER.hex()}".encode()).hexdigest()[:16]
+    tag = hashlib.sha256(package_versions(()).encode()).hexdigest()[:16]
     return Path(folder) / f"code-{tag}.marshal"
 
 
