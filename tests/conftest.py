@@ -8,6 +8,7 @@ loader subprocesses the tests start use the same database.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -93,6 +95,16 @@ def with_user(url: str, user: str) -> str:
     parts = urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+
+
+def python_json(code: str, *args: str, env: dict[str, str] | None = None,
+                timeout: float = 300) -> Any:
+    """``python -c CODE ARGS`` in a process of its own (what a probe of process-wide state
+    needs), from the project root; fails the test unless it exits 0; the JSON it printed last."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def connect(url: str, *, autocommit: bool = True) -> psycopg2.extensions.connection:

@@ -3,10 +3,7 @@ builds from it without parsing, and anything a parse reads that changed means a 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -14,7 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from loader import manifest_cache, transform
-from tests.conftest import ROOT
+from tests.conftest import python_json
 from tests.dbt import raw_data
 from tests.dbt.conftest import connect, fetch, with_user
 
@@ -35,11 +32,7 @@ print(json.dumps({"ok": all(r.ok for r in results), "error": [r.error for r in r
 
 
 def _build_in_a_new_process(url: str, mode: str) -> dict[str, object]:
-    proc = subprocess.run([sys.executable, "-c", PROCESS, url, mode], cwd=ROOT,
-                          env=dict(os.environ), capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return python_json(PROCESS, url, mode, env=dict(os.environ))
 
 
 def _entries() -> set[Path]:

@@ -6,16 +6,14 @@ checks: their builds run in-process through the same import.)"""
 from __future__ import annotations
 
 import dataclasses
-import json
 import marshal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loader import code_cache
+from tests.conftest import python_json
 
 
 @pytest.fixture()
@@ -144,10 +142,7 @@ print(json.dumps({"new": code_cache._state["new"], "repr": repr(d), "lt": d < De
 def test_a_later_process_reads_what_an_earlier_one_compiled(tmp_path: Path) -> None:
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", PROCESS, str(tmp_path)],
-                              capture_output=True, text=True, timeout=120, check=False)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        runs.append(python_json(PROCESS, str(tmp_path), timeout=120))
     assert runs[0]["new"] >= 3 and runs[1]["new"] == 0
     assert runs[0]["repr"] == runs[1]["repr"] == "Deal(id='7', amount=1.5)"
     assert runs[0]["lt"] is runs[1]["lt"] is True

@@ -8,8 +8,6 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from dbt_common.behavior_flags import Behavior, BehaviorFlagRendered  # noqa: E4
 from dbt_common.dataclass_schema import ValidationError  # noqa: E402
 
 from loader import dbt_speedups  # noqa: E402
+from tests.conftest import python_json  # noqa: E402
 
 
 @pytest.fixture()
@@ -94,11 +93,7 @@ print(json.dumps({"built": built, "keys": sorted(Project.json_schema())}))
 def test_a_later_process_reads_what_an_earlier_one_built(tmp_path: Path) -> None:
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", PROCESS, str(tmp_path)],
-                              capture_output=True, text=True, timeout=120, check=False,
-                              env=dict(os.environ))
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        runs.append(python_json(PROCESS, str(tmp_path), env=dict(os.environ), timeout=120))
     assert runs[0]["built"] == ["Project"] and runs[1]["built"] == []
     assert runs[0]["keys"] == runs[1]["keys"] and "properties" in runs[0]["keys"]
 

@@ -3,15 +3,12 @@ the scan processes forked from it (``run --all``, the worker) do not each import
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from loader.runner import FORKSERVER_PRELOAD
 from loader.sandbox import SandboxServer
-from tests.conftest import unique_tenant, write_tenants_file
+from tests.conftest import python_json, unique_tenant, write_tenants_file
 
 #: Packages a scan process imported in its first scan before they were preloaded.
 PRELOADED_NOW = ("requests", "chardet", "charset_normalizer", "idna", "pluggy", "urllib3")
@@ -36,11 +33,8 @@ def test_a_scan_after_the_preload_imports_almost_nothing_more(database_url: str,
     env = {**os.environ, **write_tenants_file(tmp_path / "t.toml", {tenant: token})}
     with SandboxServer(portals={tenant: token}, deals=120, seed=5) as sandbox:
         env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
-        proc = subprocess.run(
-            [sys.executable, "-c", PROBE.format(preload=list(FORKSERVER_PRELOAD), tenant=tenant)],
-            env=env, capture_output=True, text=True, timeout=300, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+        out = python_json(PROBE.format(preload=list(FORKSERVER_PRELOAD), tenant=tenant),
+                          env=env)
     assert out["status"] == "completed" and out["deals"] == 120, out
     packages = {name.split(".")[0] for name in out["new"]}
     assert packages.isdisjoint(PRELOADED_NOW), sorted(packages & set(PRELOADED_NOW))

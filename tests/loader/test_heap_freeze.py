@@ -5,13 +5,11 @@ process of its own: freezing is process-wide, and pytest's own heap must not be 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 from loader.runner import FORKSERVER_PRELOAD
+from tests.conftest import python_json
 
 FORKED = """
 import gc, json, multiprocessing
@@ -25,20 +23,13 @@ print(json.dumps({{"frozen": frozen, "young": tracked[0]}}))
 """
 
 
-def _probe(code: str, env: dict[str, str] | None = None) -> dict[str, object]:
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=300, check=False, env=env)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def test_scan_processes_fork_with_the_preloaded_heap_frozen() -> None:
     assert FORKSERVER_PRELOAD[-1] == "loader.preload_done"  # after every module it freezes
-    out = _probe(FORKED.format(preload=list(FORKSERVER_PRELOAD)))
+    out = python_json(FORKED.format(preload=list(FORKSERVER_PRELOAD)))
     # The loader, dlt and pyarrow: about 94,000 tracked objects.
     assert out["frozen"] > 50_000, out
     # Without the last preload nothing is frozen (what the assertion above tells apart).
-    bare = _probe(FORKED.format(preload=list(FORKSERVER_PRELOAD[:-1])))
+    bare = python_json(FORKED.format(preload=list(FORKSERVER_PRELOAD[:-1])))
     assert bare["frozen"] == 0, bare
 
 
@@ -60,12 +51,12 @@ print(json.dumps({{"frozen_first": frozen_first, "frozen_again": gc.get_freeze_c
 def test_a_builder_freezes_dbt_and_its_project_and_frees_a_replaced_one(
         database_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "LOADER_HOME": str(tmp_path)}
-    out = _probe(BUILDER.format(url=database_url, freeze=True), env)
+    out = python_json(BUILDER.format(url=database_url, freeze=True), env=env)
     assert out["nodes"] > 20, out
     # dbt's modules and the manifest (dbt alone is several hundred thousand objects).
     assert out["frozen_first"] > 100_000, out
     assert out["frozen_again"] > 100_000, out
     # The manifest a new parse replaced was not kept frozen for ever.
     assert out["first_collected"] is True, out
-    plain = _probe(BUILDER.format(url=database_url, freeze=False), env)
+    plain = python_json(BUILDER.format(url=database_url, freeze=False), env=env)
     assert plain["frozen_first"] == 0 and plain["frozen_again"] == 0, plain

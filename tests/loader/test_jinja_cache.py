@@ -3,10 +3,7 @@ later compiles and later processes, and rendering exactly as compiled by dbt its
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +12,7 @@ from dbt_common.clients import jinja
 from dbt_common.clients.jinja import MacroFuzzEnvironment, get_environment
 
 from loader import jinja_cache
+from tests.conftest import python_json
 
 TEMPLATE = "{% set x = 21 %}{% for i in [1] %}{{ x * 2 }}{% endfor %} {{ 'ok' | upper }}"
 
@@ -113,8 +111,5 @@ def test_a_later_process_reads_what_an_earlier_one_compiled(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if k != "DBT_MACRO_DEBUGGING"}
     runs = []
     for _ in range(2):
-        proc = subprocess.run([sys.executable, "-c", PROCESS, str(tmp_path), TEMPLATE],
-                              capture_output=True, text=True, timeout=120, check=False, env=env)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        runs.append(python_json(PROCESS, str(tmp_path), TEMPLATE, env=env, timeout=120))
     assert runs == [{"out": "42 OK", "parsed": 1}, {"out": "42 OK", "parsed": 0}]
