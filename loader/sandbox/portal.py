@@ -360,9 +360,15 @@ class Portal:
                 {"value": v, "timestamp": iso_ms(base.created_ms), "sourceType": "CRM_UI"}]
         return newer + older
 
+    #: Properties a deal is rendered with, without generating it, when they are all that is
+    #: asked for (no history): its id and ``fast_columns``.
+    id_columns = fast_columns | {"hs_object_id"}
+
     def render(self, idx: int, names: list[str], history: list[str] | None = None
                ) -> dict[str, Any]:
         """Deal ``idx`` in the spec's SimplePublicObject shape. Caller holds the lock."""
+        if not history and self.id_columns.issuperset(names):
+            return self._render_ids(idx, names)
         props, created, updated, base, created_iso, updated_iso = self._record(idx)
         out: dict[str, str | None] = {}
         extra_index = self._extra_index
@@ -388,6 +394,36 @@ class Portal:
                                     base, updated)
                 for name in history
             }
+        return obj
+
+    def _render_ids(self, idx: int, names: list[str]) -> dict[str, Any]:
+        """``render`` for ``id_columns`` only (an archived walk's pages, for one): the same
+        object from the deal's timestamps and changes, without generating the deal's other
+        properties (100 archived deals in 1.2 ms instead of 2.7)."""
+        ov = self._overrides.get(idx)
+        if idx < self.n_generated:
+            created, generated_updated = self.gen.timestamps(idx)
+        else:
+            assert ov is not None and ov.created_ms is not None
+            created = generated_updated = ov.created_ms
+        updated = self._updated_ms(ov, generated_updated)[0]
+        ident = deal_id(idx)
+        out: dict[str, str | None] = {}
+        for name in names:
+            if name == "hs_object_id":
+                out[name] = ov.props.get(name, ident) if ov is not None else ident
+            else:
+                out[name] = self.fast_value(idx, name)
+        obj: dict[str, Any] = {
+            "id": ident,
+            "properties": out,
+            "createdAt": iso_ms(created),
+            "updatedAt": iso_ms(updated),
+            "archived": idx in self._archived,
+        }
+        if idx in self._archived:
+            obj["archivedAt"] = iso_ms(self._archived_at(
+                idx, generated_updated if idx < self.n_generated else updated))
         return obj
 
     # ------------------------------------------------------------------ reads used by routes
