@@ -256,3 +256,17 @@ def test_search_10k_cap(make_server):
         last_id = server.portal("big").deal_ids()[9_999]
         rest, total = search_all(s, base, _one("hs_object_id", "GT", value=last_id))
         assert total == live - 10_000 == len(rest)
+
+
+def test_unfiltered_searches_keep_their_own_order(server, acme):
+    """The live deals' indices are kept between searches: a sorted search must not reorder
+    them for the next one."""
+    portal = server.portal("acme")
+    base = server.base_url
+    by_created = {"sorts": [{"propertyName": "createdate", "direction": "DESCENDING"}]}
+    newest_first, _ = search_all(acme, base, by_created)
+    assert [d["id"] for d in newest_first] != portal.deal_ids()
+    plain, _ = search_all(acme, base, {})
+    assert [d["id"] for d in plain] == portal.deal_ids()
+    filtered, _ = search_all(acme, base, _one("createdate", "HAS_PROPERTY"))
+    assert [d["id"] for d in filtered] == portal.deal_ids()
