@@ -305,6 +305,11 @@ class Portal:
     def fast_value(self, idx: int, name: str) -> str | None:
         """Effective value of one of ``fast_columns`` on deal ``idx`` (search protocol)."""
         ov = self._overrides.get(idx)
+        if name == "hs_lastmodifieddate" and (
+                self._bulk is not None or (ov is not None and ov.updated_ms is not None)):
+            # A change or a stamp decides it: the generated time is not needed (the search
+            # columns refresh every changed deal before the next search).
+            return iso_ms(self._updated_ms(ov, 0)[0])
         if idx < self.n_generated:
             created, updated = self.gen.timestamps(idx)
         else:
