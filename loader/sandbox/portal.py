@@ -136,10 +136,6 @@ class Portal:
             if self.gen.is_archived(i):
                 self._archived[i] = -1  # archivedAt computed lazily from the record
         self._archived_sorted = sorted(self._archived)
-        #: Archived deals rendered by id: generated (created, updated) ms, their ISO text and
-        #: when the deal was archived, which cannot change while it is archived; read again by
-        #: every archived walk.
-        self._archived_times: dict[int, tuple[int, int, str, str, str | None]] = {}
         self._bulk: tuple[int, int] | None = None  # (updated_ms, seq) applied to every deal
         self._seq = 0
         self._last_write_ms = 0
@@ -408,27 +404,14 @@ class Portal:
     def _render_ids(self, idx: int, names: list[str]) -> dict[str, Any]:
         """``render`` for ``id_columns`` only (an archived walk's pages, for one): the same
         object from the deal's timestamps and changes, without generating the deal's other
-        properties (100 archived deals in 1.2 ms instead of 2.7, and in 0.1 ms once their
-        timestamps are kept)."""
+        properties (100 archived deals in 1.2 ms instead of 2.7)."""
         ov = self._overrides.get(idx)
-        archived = idx in self._archived
-        times = self._archived_times.get(idx) if archived else None
-        if times is None:
-            if idx < self.n_generated:
-                created, generated = self.gen.timestamps(idx)
-            else:
-                assert ov is not None and ov.created_ms is not None
-                created = generated = ov.created_ms
-            # When it was archived is set once (from the generated modification time, or the
-            # time of the archive call): it does not move with later stamps.
-            archived_iso = iso_ms(self._archived_at(idx, generated)) if archived else None
-            times = (created, generated, iso_ms(created), iso_ms(generated), archived_iso)
-            if archived:
-                self._archived_times[idx] = times
-        created, generated_updated, created_iso, updated_iso, archived_iso = times
-        updated, changed = self._updated_ms(ov, generated_updated)
-        if changed:
-            updated_iso = iso_ms(updated)
+        if idx < self.n_generated:
+            created, generated_updated = self.gen.timestamps(idx)
+        else:
+            assert ov is not None and ov.created_ms is not None
+            created = generated_updated = ov.created_ms
+        updated = self._updated_ms(ov, generated_updated)[0]
         ident = deal_id(idx)
         out: dict[str, str | None] = {}
         for name in names:
@@ -439,12 +422,13 @@ class Portal:
         obj: dict[str, Any] = {
             "id": ident,
             "properties": out,
-            "createdAt": created_iso,
-            "updatedAt": updated_iso,
-            "archived": archived,
+            "createdAt": iso_ms(created),
+            "updatedAt": iso_ms(updated),
+            "archived": idx in self._archived,
         }
-        if archived:
-            obj["archivedAt"] = archived_iso
+        if idx in self._archived:
+            obj["archivedAt"] = iso_ms(self._archived_at(
+                idx, generated_updated if idx < self.n_generated else updated))
         return obj
 
     # ------------------------------------------------------------------ reads used by routes
