@@ -280,7 +280,8 @@ class Builder:
         # replaces, after the freeze below had made it permanent.
         env = dict(os.environ)
         key = manifest_cache.cache_key(project_hash, self._args(), env)
-        manifest = None if again else manifest_cache.load(dbt_home() / "manifest", key, env)
+        kept = dbt_home() / "manifest"
+        manifest = None if again else manifest_cache.load(kept, key, env)
         self.manifest_from_cache = manifest is not None
         if manifest is None:
             result = runner().invoke(["parse", *self._args(), "--log-level", "none",
@@ -289,7 +290,7 @@ class Builder:
             if not result.success or result.result is None:
                 raise LoaderError(f"dbt could not parse the project: {_dbt_error(result)}")
             manifest = result.result
-            manifest_cache.save(dbt_home() / "manifest", key, manifest)
+            manifest_cache.save(kept, key, manifest)
         self._manifest, self._project_hash = manifest, project_hash
         if self.freeze_heap:
             if again:
