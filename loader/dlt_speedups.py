@@ -40,6 +40,12 @@ namespace are the same every time (a class's annotations are fixed once it is de
 ``dlt.common.validation`` gets a version that keeps them per spec and hands out a copy; any
 other call goes to the function as before.
 
+**dlt's PostgreSQL sessions kept in a scan process.** dlt opens a session for each load job
+and step and closes it after (five or six a small scan). In a process that keeps its sessions
+(:mod:`loader.sessions`: the worker's and ``run --all``'s scan processes), closing hands it back
+there instead, and opening takes a kept one for the same DSN and ``search_path`` when there is
+one, which dlt then resets as it resets a new one (``DISCARD ALL``). Elsewhere both are dlt's.
+
 Installing twice does nothing.
 """
 
@@ -78,6 +84,7 @@ def install() -> None:
     _memoize_hint_checks()
     _keep_unchanged_live_schemas()
     _keep_spec_type_hints()
+    _keep_dlt_sessions()
 
 
 def _memoize_hint_checks() -> None:
@@ -172,3 +179,47 @@ def _keep_spec_type_hints() -> None:
 
     get_type_hints.__wrapped_original__ = original  # type: ignore[attr-defined]
     validation.get_type_hints = get_type_hints
+
+
+def _session_key(client: Any) -> tuple[str, str, str]:
+    """What a dlt session is opened with: its DSN and the options carrying its ``search_path``
+    (as ``Psycopg2SqlClient.open_connection`` builds them)."""
+    query_options = client.credentials.get_query().get("options", "")
+    options = f"{query_options} -csearch_path={client.fully_qualified_dataset_name()},public"
+    return ("dlt", client.credentials.to_native_representation(), options)
+
+
+def _keep_dlt_sessions() -> None:
+    import psycopg2
+    from dlt.destinations.impl.postgres.sql_client import Psycopg2SqlClient
+
+    from . import sessions
+
+    if getattr(Psycopg2SqlClient, "_loader_keeps_sessions", False):
+        return
+    dlt_open = Psycopg2SqlClient.open_connection
+    dlt_close = Psycopg2SqlClient.close_connection
+
+    def open_connection(self: Any) -> Any:
+        conn = sessions.take(_session_key(self)) if sessions.enabled() else None
+        if conn is None:
+            return dlt_open(self)
+        self._conn = conn
+        try:
+            self._reset_connection()  # as dlt resets a new session: DISCARD ALL, autocommit
+        except psycopg2.Error:
+            self._conn = None
+            sessions.release_broken(conn)
+            return dlt_open(self)
+        return self._conn
+
+    def close_connection(self: Any) -> None:
+        conn = self._conn
+        if conn is not None and sessions.give_back(_session_key(self), conn):
+            self._conn = None
+            return
+        dlt_close(self)
+
+    Psycopg2SqlClient.open_connection = open_connection  # type: ignore[method-assign]
+    Psycopg2SqlClient.close_connection = close_connection  # type: ignore[method-assign]
+    Psycopg2SqlClient._loader_keeps_sessions = True  # type: ignore[attr-defined]  # noqa: SLF001

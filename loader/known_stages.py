@@ -9,7 +9,7 @@ from typing import Any
 
 import psycopg2.errors
 
-from . import db
+from . import sessions
 
 
 class StageLookup:
@@ -18,7 +18,8 @@ class StageLookup:
     Deals absent from the warehouse are absent from the result (their history is fetched).
     Until the mart exists, every lookup returns nothing. One connection, opened at the first
     lookup, serves every page of the scan (a connection costs the server about 2.5 ms of CPU,
-    and a scan looks up every page it searched); :meth:`close` ends it.
+    and a scan looks up every page it searched); :meth:`close` hands it back (closed, or kept
+    for the next scan in a scan process: :mod:`loader.sessions`).
     """
 
     def __init__(self, url: str, tenant_id: str) -> None:
@@ -30,7 +31,7 @@ class StageLookup:
         if not ids:
             return {}
         if self._conn is None:
-            self._conn = db.connect(self.url, autocommit=True)
+            self._conn = sessions.session(self.url, autocommit=True)
         with self._conn.cursor() as cur:
             if not self._mart_exists:  # once there, a build replaces it but never drops it
                 cur.execute("select to_regclass('analytics.deals') is not null")
@@ -50,5 +51,5 @@ class StageLookup:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            sessions.release(self._conn, self.url)
             self._conn = None

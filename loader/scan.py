@@ -23,7 +23,7 @@ from dlt.common.storages.load_package import ParsedLoadJobFileName
 from dlt.extract.state import reset_resource_state
 from dlt.pipeline.exceptions import PipelineStepFailed
 
-from . import db, dlt_speedups, scan_jobs, settings, tenants
+from . import db, dlt_speedups, scan_jobs, sessions, settings, tenants
 from .destination import CachedPostgres
 from .errors import LoaderError
 from .hubspot import SOURCE_NAME, STAGE_HISTORY_TABLE, hubspot_deals, spool_dir
@@ -172,9 +172,10 @@ def acquire_tenant_lock(url: str, tenant_id: str) -> psycopg2.extensions.connect
     """Hold the tenant's scan lock on a dedicated session, or refuse naming the running scan.
 
     A session-level advisory lock: it is released when the session ends, however the process
-    ends (SIGKILL included), so a dead loader never blocks the next scan.
+    ends (SIGKILL included), so a dead loader never blocks the next scan, and when the session
+    is handed back (:func:`sessions.release`: reset, which releases it, or closed).
     """
-    conn = db.connect(url, autocommit=True)
+    conn = sessions.session(url, autocommit=True)
     try:
         with conn.cursor() as cur:
             cur.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))",
@@ -185,9 +186,9 @@ def acquire_tenant_lock(url: str, tenant_id: str) -> psycopg2.extensions.connect
         running = [job for job in scan_jobs.list_jobs(conn, active=True, tenant_id=tenant_id)
                    if job["scan_type"] != scan_jobs.QUEUED_TYPE][:1]
     except BaseException:
-        conn.close()
+        sessions.release(conn, url)
         raise
-    conn.close()
+    sessions.release(conn, url)
     if running:
         name = running[0]["scan_id"]
         raise TenantBusy(
@@ -299,13 +300,13 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
     token = tenant.access_token()
     url = url or db.database_url()
     own_conn = conn is None
-    conn = db.connect(url) if conn is None else conn
+    conn = sessions.session(url) if conn is None else conn
     try:
         scan_jobs.ensure_schema(conn)
         lock = acquire_tenant_lock(url, tenant.id)
     except BaseException:
         if own_conn:
-            conn.close()
+            sessions.release(conn, url)
         raise
     started = time.monotonic()
     try:
@@ -418,9 +419,9 @@ def run_scan(options: ScanOptions, url: str | None = None, *,
             success_rate=final["success_rate"],
         )
     finally:
-        lock.close()
+        sessions.release(lock, url)
         if own_conn:
-            conn.close()
+            sessions.release(conn, url)
 
 
 def _finish_pending_load(pipeline: dlt.Pipeline) -> list[str]:
@@ -696,7 +697,7 @@ def run_queued_scan(job_id: str, url: str) -> ScanResult:
     process is scanning, ``busy`` (the job stays queued). If the scan cannot start (no token, say),
     the queued job ends ``failed`` with the reason, as a scan that started would.
     """
-    conn = db.connect(url)
+    conn = sessions.session(url)
     try:
         row = scan_jobs.get(conn, job_id)
         config = row["config"] or {}
@@ -722,13 +723,15 @@ def run_queued_scan(job_id: str, url: str) -> ScanResult:
             return ScanResult(options.tenant_id, row["scan_id"], job_id, "failed", "n/a", 0, 0,
                               0, 0, 0.0, message)
     finally:
-        conn.close()
+        sessions.release(conn, url)
 
 
 def _run_scan_in_worker(options: ScanOptions, url: str, environ: dict[str, str]) -> ScanResult:
     """``_run_scan_isolated`` in a pool worker, under the environment of the process that
     submitted it (a worker forked from the fork server would otherwise see the environment of
-    the moment that server started)."""
+    the moment that server started). The process keeps its PostgreSQL sessions between scans
+    (:mod:`loader.sessions`)."""
     os.environ.clear()
     os.environ.update(environ)
+    sessions.keep()
     return _run_scan_isolated(options, url)

@@ -192,6 +192,20 @@ def unique_tenant(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
+def scan_probe(probe: str, tmp_path: Path, prefix: str, *, deals: int, seed: int,
+               **fields: Any) -> Any:
+    """``probe`` (formatted with ``tenant`` and ``fields``) run by :func:`python_json` for a new
+    tenant whose sandbox portal holds ``deals`` deals; the JSON it printed."""
+    from loader.sandbox import SandboxServer
+
+    tenant = unique_tenant(prefix)
+    token = f"tok-{prefix}-0123456789"
+    env = {**os.environ, **write_tenants_file(tmp_path / "t.toml", {tenant: token})}
+    with SandboxServer(portals={tenant: token}, deals=deals, seed=seed) as sandbox:
+        env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
+        return python_json(probe.format(tenant=tenant, **fields), env=env)
+
+
 def write_tenants_file(path: Path, tenants: dict[str, str]) -> dict[str, str]:
     """Write a tenants file naming an env var per tenant; return env with the tokens."""
     env: dict[str, str] = {}

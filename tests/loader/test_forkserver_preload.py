@@ -3,12 +3,10 @@ the scan processes forked from it (``run --all``, the worker) do not each import
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from loader.runner import FORKSERVER_PRELOAD
-from loader.sandbox import SandboxServer
-from tests.conftest import python_json, unique_tenant, write_tenants_file
+from tests.conftest import scan_probe
 
 #: Packages a scan process imported in its first scan before they were preloaded.
 PRELOADED_NOW = ("requests", "chardet", "charset_normalizer", "idna", "pluggy", "urllib3")
@@ -28,13 +26,8 @@ print(json.dumps({{"status": result.status, "deals": result.processed_items,
 
 def test_a_scan_after_the_preload_imports_almost_nothing_more(database_url: str,
                                                                tmp_path: Path) -> None:
-    tenant = unique_tenant("preload")
-    token = "tok-preload-0123456789"
-    env = {**os.environ, **write_tenants_file(tmp_path / "t.toml", {tenant: token})}
-    with SandboxServer(portals={tenant: token}, deals=120, seed=5) as sandbox:
-        env["HUBSPOT_API_BASE_URL"] = sandbox.base_url
-        out = python_json(PROBE.format(preload=list(FORKSERVER_PRELOAD), tenant=tenant),
-                          env=env)
+    out = scan_probe(PROBE, tmp_path, "preload", deals=120, seed=5,
+                     preload=list(FORKSERVER_PRELOAD))
     assert out["status"] == "completed" and out["deals"] == 120, out
     packages = {name.split(".")[0] for name in out["new"]}
     assert packages.isdisjoint(PRELOADED_NOW), sorted(packages & set(PRELOADED_NOW))

@@ -1,0 +1,202 @@
+"""``loader.sessions``: the PostgreSQL sessions a scan process keeps from one scan to the next.
+
+A kept session is reset when handed back (its advisory locks free at once, its settings and
+temporary tables gone), checked when taken again (one the server ended is replaced), ended by
+the server when unused for a while, never kept beyond a few per key, never used by a forked
+child; and two scans in a scan process run on the same sessions, the loader's and dlt's."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from loader import sessions
+from tests.conftest import connect, query, scan_probe
+
+
+@pytest.fixture()
+def kept(database_url: str) -> Iterator[str]:
+    """Sessions kept in this process for the test; all closed and keeping off after it."""
+    sessions.keep()
+    try:
+        yield database_url
+    finally:
+        sessions.close_all()
+        sessions.stop_keeping()
+
+
+def _pid(conn: psycopg2.extensions.connection) -> int:
+    return conn.get_backend_pid()
+
+
+def test_a_handed_back_session_is_reset_and_taken_again(kept: str) -> None:
+    url = kept
+    first = sessions.session(url, autocommit=True)
+    pid = _pid(first)
+    with first.cursor() as cur:
+        cur.execute("select pg_advisory_lock(hashtextextended('sessions-test', 0))")
+        cur.execute("set search_path = nowhere")
+        cur.execute("create temporary table scratch (x int)")
+    sessions.release(first, url)
+
+    # The lock is free the moment the session is handed back, as when it closed.
+    other = connect(url)
+    try:
+        assert query(other, "select pg_try_advisory_lock(hashtextextended('sessions-test', 0))"
+                     ) == [(True,)]
+        query(other, "select pg_advisory_unlock_all()")
+    finally:
+        other.close()
+
+    again = sessions.session(url)  # a transaction of its own, as db.connect gives
+    try:
+        assert _pid(again) == pid and not again.autocommit
+        with again.cursor() as cur:
+            cur.execute("show search_path")
+            assert cur.fetchone()[0] != "nowhere"
+            cur.execute("select to_regclass('pg_temp.scratch')")
+            assert cur.fetchone()[0] is None
+            cur.execute("show idle_session_timeout")
+            assert cur.fetchone()[0] == "0"  # no timeout while in use
+        again.rollback()
+    finally:
+        sessions.release(again, url)
+    # While kept, the server ends it after a while unused.
+    (idle,) = sessions._kept[("loader", url)]  # noqa: SLF001
+    with idle.cursor() as cur:
+        cur.execute("show idle_session_timeout")
+        assert cur.fetchone()[0] == sessions.IDLE_TIMEOUT
+
+
+def test_a_session_in_a_failed_transaction_is_rolled_back_and_kept(kept: str) -> None:
+    url = kept
+    conn = sessions.session(url)
+    pid = _pid(conn)
+    with conn.cursor() as cur, pytest.raises(psycopg2.Error):
+        cur.execute("select 1 / 0")
+    sessions.release(conn, url)
+    again = sessions.session(url, autocommit=True)
+    try:
+        assert _pid(again) == pid
+        assert query(again, "select 2") == [(2,)]
+    finally:
+        sessions.release(again, url)
+
+
+def test_a_session_the_server_ended_is_replaced(kept: str) -> None:
+    url = kept
+    conn = sessions.session(url, autocommit=True)
+    pid = _pid(conn)
+    sessions.release(conn, url)
+    admin = connect(url)
+    try:
+        query(admin, "select pg_terminate_backend(%s)", (pid,))
+    finally:
+        admin.close()
+    fresh = sessions.session(url, autocommit=True)
+    try:
+        assert _pid(fresh) != pid
+        assert query(fresh, "select 3") == [(3,)]
+    finally:
+        sessions.release(fresh, url)
+    assert conn.closed  # the ended one was closed, not kept
+
+
+def test_a_few_are_kept_per_key_and_none_when_not_keeping(kept: str) -> None:
+    url = kept
+    opened = [sessions.session(url) for _ in range(sessions.PER_KEY + 2)]
+    for conn in opened:
+        sessions.release(conn, url)
+    assert [c.closed for c in opened].count(0) == sessions.PER_KEY
+    sessions.close_all()
+    assert all(c.closed for c in opened)
+
+    sessions.stop_keeping()
+    conn = sessions.session(url)
+    sessions.release(conn, url)
+    assert conn.closed  # not kept: closed as before
+
+
+def _kept_session_pid(url: str) -> int:
+    """A session kept for ``url`` (no reference to it left here); its backend pid."""
+    conn = sessions.session(url, autocommit=True)
+    pid = _pid(conn)
+    sessions.release(conn, url)
+    return pid
+
+
+def test_a_forked_child_neither_uses_nor_ends_its_parents_sessions(kept: str) -> None:
+    url = kept
+    pid = _kept_session_pid(url)
+    child = os.fork()
+    if child == 0:  # the child: nothing kept, and its copy of the parent's session goes away
+        code = 0
+        try:
+            if sessions._kept or sessions.enabled():  # noqa: SLF001
+                code = 1
+            sessions._inherited.clear()  # noqa: SLF001 - the child's last reference to its copy
+            import gc
+
+            gc.collect()  # its copy closed, as at a child's exit
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.WEXITSTATUS(status) == 0
+    again = sessions.session(url, autocommit=True)  # the parent's session, still alive
+    try:
+        assert _pid(again) == pid
+        assert query(again, "select 4") == [(4,)]
+    finally:
+        sessions.release(again, url)
+
+
+PROBE = """
+import json
+from loader import sessions
+from loader.runner import ScanOptions
+from loader.scan import run_scan
+import psycopg2
+
+def kept():
+    return {{str(key[0]): sorted(conn.get_backend_pid() for conn in conns)
+            for key, conns in sessions._kept.items()}}
+
+sessions.keep()
+out = []
+for full in (True, False):
+    result = run_scan(ScanOptions({tenant!r}, full_refresh=full))
+    other = psycopg2.connect({url!r})
+    other.autocommit = True
+    with other.cursor() as cur:  # the tenant's lock is free once the scan has returned
+        cur.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))",
+                    ("hubspot-loader:scan:" + {tenant!r},))
+        free = cur.fetchone()[0]
+    other.close()
+    out.append({{"status": result.status, "mode": result.mode, "free": free, "kept": kept()}})
+sessions.close_all()
+print(json.dumps([*out, {tenant!r}]))
+"""
+
+
+def test_two_scans_in_a_scan_process_run_on_the_same_sessions(database_url: str,
+                                                              tmp_path: Path) -> None:
+    first, second, tenant = scan_probe(PROBE, tmp_path, "sessions", deals=150, seed=9,
+                                       url=database_url)
+    assert [first["status"], second["status"]] == ["completed", "completed"]
+    assert [first["mode"], second["mode"]] == ["full", "incremental"]
+    assert first["free"] and second["free"]
+    # After each scan the loader's sessions and dlt's are kept, and the second scan ran on the
+    # first one's (the same server processes).
+    assert first["kept"]["loader"] and first["kept"]["dlt"], first
+    for key in ("loader", "dlt"):
+        assert set(second["kept"][key]) & set(first["kept"][key]), (key, first, second)
+    conn = connect(database_url)
+    try:
+        assert query(conn, "select count(distinct id) from raw_hubspot.deals "
+                           "where _tenant_id = %s", (tenant,))[0][0] >= 150
+    finally:
+        conn.close()
