@@ -19,7 +19,7 @@ against 0.42 a round (README, Performance).
   (``idle_session_timeout``), so an idle worker holds no sessions for long; one taken again is
   checked with a round trip and replaced if the server ended it;
 - at most :data:`PER_KEY` are kept per database and settings (the loader's, or dlt's per
-  dataset): a scan holds five or six at once at most;
+  dataset), :data:`TOTAL` in all: a scan holds five or six at once at most;
 - a forked child never uses its parent's.
 
 ``psycopg2.pool`` hands connections out without resetting them, with no check that one is
@@ -39,6 +39,8 @@ from . import db
 
 #: Sessions kept per key (database URL or DSN, and session settings).
 PER_KEY = 4
+#: Sessions a process keeps in all: what it holds of the server's ``max_connections`` when idle.
+TOTAL = 8
 #: How long the server keeps a kept session that is not used (``idle_session_timeout``).
 IDLE_TIMEOUT = "1min"
 
@@ -94,7 +96,7 @@ def take(key: Any) -> Any | None:
 
 def give_back(key: Any, conn: Any) -> bool:
     """Reset ``conn`` and keep it for ``key``; False (the caller closes it) when sessions are
-    not kept here, it is closed or busy, the reset fails, or ``key`` has enough."""
+    not kept here, it is closed or busy, the reset fails, or enough are kept."""
     if not _enabled or conn.closed:
         return False
     if conn.info.transaction_status not in (psycopg2.extensions.TRANSACTION_STATUS_IDLE,
@@ -110,7 +112,7 @@ def give_back(key: Any, conn: Any) -> bool:
         return False
     with _lock:
         stack = _kept.setdefault(key, [])
-        if len(stack) < PER_KEY:
+        if len(stack) < PER_KEY and sum(map(len, _kept.values())) < TOTAL:
             stack.append(conn)
             return True
     return False

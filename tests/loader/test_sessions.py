@@ -106,12 +106,24 @@ def test_a_session_the_server_ended_is_replaced(kept: str) -> None:
     assert conn.closed  # the ended one was closed, not kept
 
 
-def test_a_few_are_kept_per_key_and_none_when_not_keeping(kept: str) -> None:
+def _variant(url: str, n: int) -> str:
+    """``url`` spelt another way (another key), for the same database."""
+    return f"{url}{'&' if '?' in url else '?'}connect_timeout={10 + n}"
+
+
+def test_a_few_are_kept_per_key_and_in_all_and_none_when_not_keeping(kept: str) -> None:
     url = kept
     opened = [sessions.session(url) for _ in range(sessions.PER_KEY + 2)]
     for conn in opened:
         sessions.release(conn, url)
     assert [c.closed for c in opened].count(0) == sessions.PER_KEY
+    # Across keys, no more than TOTAL in all.
+    urls = [_variant(url, n) for n in range(sessions.TOTAL // sessions.PER_KEY + 1)]
+    more = [(u, sessions.session(u)) for u in urls for _ in range(sessions.PER_KEY)]
+    for u, conn in more:
+        sessions.release(conn, u)
+    opened += [conn for _, conn in more]
+    assert [c.closed for c in opened].count(0) == sessions.TOTAL
     sessions.close_all()
     assert all(c.closed for c in opened)
 
