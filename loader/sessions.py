@@ -15,9 +15,11 @@ against 0.42 a round (README, Performance).
   tenant's advisory lock released, settings, temporary tables and listens dropped), so a
   released lock is free the moment the scan ends, as when its session closed; one the reset
   fails on, or one still in a query, is closed instead;
-- a kept session asks the server to end it after :data:`IDLE_TIMEOUT` unused
-  (``idle_session_timeout``), so an idle worker holds no sessions for long; one taken again is
-  checked with a round trip and replaced if the server ended it;
+- a session kept :data:`IDLE_SECONDS` unused is closed by a thread of the process (so an idle
+  worker holds no sessions for long, and the server logs nothing about them); the server ends
+  one after :data:`SERVER_IDLE_TIMEOUT` (``idle_session_timeout``) should the process stop
+  without closing it; one taken again is checked with a round trip and replaced if the server
+  ended it;
 - at most :data:`PER_KEY` are kept per database and settings (the loader's, or dlt's per
   dataset), :data:`TOTAL` in all: a scan holds five or six at once at most;
 - a forked child never uses its parent's.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import psycopg2
@@ -41,11 +44,19 @@ from . import db
 PER_KEY = 4
 #: Sessions a process keeps in all: what it holds of the server's ``max_connections`` when idle.
 TOTAL = 8
-#: How long the server keeps a kept session that is not used (``idle_session_timeout``).
-IDLE_TIMEOUT = "1min"
+#: Seconds a process keeps a session unused before it closes it.
+IDLE_SECONDS = 60.0
+#: How long the server keeps a kept session unused (``idle_session_timeout``): for a process
+#: that stopped without closing its sessions (suspended, say).
+SERVER_IDLE_TIMEOUT = "10min"
 
 _lock = threading.Lock()
-_kept: dict[Any, list[Any]] = {}
+#: Per key, the kept sessions with the time (``time.monotonic()``) each was handed back.
+_kept: dict[Any, list[tuple[Any, float]]] = {}
+#: The thread that closes sessions kept too long (started with the first one kept), and what
+#: wakes it before its next round (every quarter of :data:`IDLE_SECONDS`, 15 s at most).
+_reaper: threading.Thread | None = None
+_reaper_wake = threading.Event()
 #: Sessions inherited through ``fork``: the parent's, set aside in the child (see
 #: :func:`_forget_in_child`).
 _inherited: list[Any] = []
@@ -67,10 +78,29 @@ def stop_keeping() -> None:
 def close_all() -> None:
     """Close every kept session."""
     with _lock:
-        kept = [conn for stack in _kept.values() for conn in stack]
+        kept = [conn for stack in _kept.values() for conn, _ in stack]
         _kept.clear()
     for conn in kept:
         _close(conn)
+
+
+def reap(now: float | None = None) -> int:
+    """Close the sessions kept :data:`IDLE_SECONDS` or longer unused; how many were."""
+    now = time.monotonic() if now is None else now
+    with _lock:
+        old = [conn for stack in _kept.values() for conn, at in stack if now - at >= IDLE_SECONDS]
+        for stack in _kept.values():
+            stack[:] = [(conn, at) for conn, at in stack if now - at < IDLE_SECONDS]
+    for conn in old:
+        _close(conn)
+    return len(old)
+
+
+def _reap_forever() -> None:
+    while True:
+        _reaper_wake.wait(min(IDLE_SECONDS / 4, 15.0))
+        _reaper_wake.clear()
+        reap()
 
 
 def enabled() -> bool:
@@ -82,7 +112,7 @@ def take(key: Any) -> Any | None:
     while True:
         with _lock:
             stack = _kept.get(key)
-            conn = stack.pop() if stack else None
+            conn = stack.pop()[0] if stack else None
         if conn is None:
             return None
         try:
@@ -107,13 +137,19 @@ def give_back(key: Any, conn: Any) -> bool:
         conn.reset()  # rollback, then DISCARD ALL
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("select set_config('idle_session_timeout', %s, false)", (IDLE_TIMEOUT,))
+            cur.execute("select set_config('idle_session_timeout', %s, false)",
+                        (SERVER_IDLE_TIMEOUT,))
     except psycopg2.Error:
         return False
+    global _reaper
     with _lock:
         stack = _kept.setdefault(key, [])
         if len(stack) < PER_KEY and sum(map(len, _kept.values())) < TOTAL:
-            stack.append(conn)
+            stack.append((conn, time.monotonic()))
+            if _reaper is None:
+                _reaper = threading.Thread(target=_reap_forever, name="loader-sessions-reaper",
+                                           daemon=True)
+                _reaper.start()
             return True
     return False
 
@@ -149,10 +185,11 @@ def _forget_in_child() -> None:
     """In a forked child: nothing kept, nothing kept from here on. The parent's sessions are set
     aside, never used nor closed here (psycopg2 does not end a session from a process other than
     the one that opened it when the child lets go of its copy)."""
-    global _lock, _enabled
+    global _lock, _enabled, _reaper, _reaper_wake
     _lock = threading.Lock()
     _enabled = False
-    _inherited.extend(conn for stack in _kept.values() for conn in stack)
+    _reaper, _reaper_wake = None, threading.Event()  # the parent's thread is not in the child
+    _inherited.extend(conn for stack in _kept.values() for conn, _ in stack)
     _kept.clear()
 
 

@@ -1,13 +1,14 @@
 """``loader.sessions``: the PostgreSQL sessions a scan process keeps from one scan to the next.
 
 A kept session is reset when handed back (its advisory locks free at once, its settings and
-temporary tables gone), checked when taken again (one the server ended is replaced), ended by
-the server when unused for a while, never kept beyond a few per key, never used by a forked
+temporary tables gone), checked when taken again (one the server ended is replaced), closed by
+the process when unused for a while, never kept beyond a few per key, never used by a forked
 child; and two scans in a scan process run on the same sessions, the loader's and dlt's."""
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,11 +66,36 @@ def test_a_handed_back_session_is_reset_and_taken_again(kept: str) -> None:
         again.rollback()
     finally:
         sessions.release(again, url)
-    # While kept, the server ends it after a while unused.
-    (idle,) = sessions._kept[("loader", url)]  # noqa: SLF001
+    # While kept, the server would end it after a while unused (should this process not).
+    ((idle, _),) = sessions._kept[("loader", url)]  # noqa: SLF001
     with idle.cursor() as cur:
         cur.execute("show idle_session_timeout")
-        assert cur.fetchone()[0] == sessions.IDLE_TIMEOUT
+        assert cur.fetchone()[0] == sessions.SERVER_IDLE_TIMEOUT
+
+
+def test_a_session_kept_unused_too_long_is_closed_by_the_process(
+        kept: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = kept
+    conn = sessions.session(url, autocommit=True)
+    pid = _pid(conn)
+    sessions.release(conn, url)
+    assert sessions.reap() == 0 and not conn.closed  # just handed back: kept
+    monkeypatch.setattr(sessions, "IDLE_SECONDS", 0.2)
+    sessions._reaper_wake.set()  # noqa: SLF001 - its next round now, not in up to 15 s
+    deadline = time.monotonic() + 10
+    while not conn.closed and time.monotonic() < deadline:  # the process's own thread
+        time.sleep(0.05)
+    assert conn.closed and sessions._kept[("loader", url)] == []  # noqa: SLF001
+    admin = connect(url)
+    try:  # closed by the client: the session is gone, not ended by the server
+        deadline = time.monotonic() + 5
+        while query(admin, "select count(*) from pg_stat_activity where pid = %s", (pid,)
+                    ) != [(0,)] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert query(admin, "select count(*) from pg_stat_activity where pid = %s",
+                     (pid,)) == [(0,)]
+    finally:
+        admin.close()
 
 
 def test_a_session_in_a_failed_transaction_is_rolled_back_and_kept(kept: str) -> None:
@@ -174,7 +200,7 @@ from loader.scan import run_scan
 import psycopg2
 
 def kept():
-    return {{str(key[0]): sorted(conn.get_backend_pid() for conn in conns)
+    return {{str(key[0]): sorted(conn.get_backend_pid() for conn, _ in conns)
             for key, conns in sessions._kept.items()}}
 
 sessions.keep()
