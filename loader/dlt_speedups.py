@@ -201,12 +201,12 @@ def _keep_dlt_sessions() -> None:
     dlt_close = Psycopg2SqlClient.close_connection
 
     def open_connection(self: Any) -> Any:
-        conn = sessions.take(_session_key(self)) if sessions.enabled() else None
+        conn = sessions.take(_session_key(self))
         if conn is None:
             return dlt_open(self)
         self._conn = conn
-        try:
-            self._reset_connection()  # as dlt resets a new session: DISCARD ALL, autocommit
+        try:  # as dlt resets a new session (DISCARD ALL, autocommit): also the alive check
+            self._reset_connection()
         except psycopg2.Error:
             self._conn = None
             sessions.release_broken(conn)

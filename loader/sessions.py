@@ -103,25 +103,15 @@ def _reap_forever() -> None:
         reap()
 
 
-def enabled() -> bool:
-    return _enabled
-
-
 def take(key: Any) -> Any | None:
-    """A kept session for ``key``, checked alive, or None. The caller resets it as it needs."""
-    while True:
-        with _lock:
-            stack = _kept.get(key)
-            conn = stack.pop()[0] if stack else None
-        if conn is None:
-            return None
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:  # alive? and no idle timeout while in use
-                cur.execute("set idle_session_timeout = 0")
-            return conn
-        except psycopg2.Error:
-            _close(conn)
+    """A kept session for ``key``, or None (always when sessions are not kept here). The
+    caller's first round trip on it is the check that it is alive: one the server ended fails
+    there, and the caller closes it (:func:`release_broken`) and opens another."""
+    if not _enabled:
+        return None
+    with _lock:
+        stack = _kept.get(key)
+        return stack.pop()[0] if stack else None
 
 
 def give_back(key: Any, conn: Any) -> bool:
@@ -156,11 +146,17 @@ def give_back(key: Any, conn: Any) -> bool:
 
 def session(url: str, *, autocommit: bool = False) -> psycopg2.extensions.connection:
     """``db.connect(url, autocommit=...)``, or a kept session of the loader's for ``url``."""
-    conn = take(("loader", url)) if _enabled else None
-    if conn is None:
-        return db.connect(url, autocommit=autocommit)
-    conn.autocommit = autocommit
-    return conn
+    while (conn := take(("loader", url))) is not None:
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:  # alive? and no idle timeout while in use
+                cur.execute("set idle_session_timeout = 0")
+        except psycopg2.Error:
+            release_broken(conn)
+            continue
+        conn.autocommit = autocommit
+        return conn
+    return db.connect(url, autocommit=autocommit)
 
 
 def release(conn: psycopg2.extensions.connection, url: str) -> None:

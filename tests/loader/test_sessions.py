@@ -174,7 +174,7 @@ def test_a_forked_child_neither_uses_nor_ends_its_parents_sessions(kept: str) ->
     if child == 0:  # the child: nothing kept, and its copy of the parent's session goes away
         code = 0
         try:
-            if sessions._kept or sessions.enabled():  # noqa: SLF001
+            if sessions._kept or sessions._enabled:  # noqa: SLF001
                 code = 1
             sessions._inherited.clear()  # noqa: SLF001 - the child's last reference to its copy
             import gc
@@ -238,3 +238,35 @@ def test_two_scans_in_a_scan_process_run_on_the_same_sessions(database_url: str,
                            "where _tenant_id = %s", (tenant,))[0][0] >= 150
     finally:
         conn.close()
+
+
+def test_dlt_takes_a_kept_session_and_replaces_one_the_server_ended(kept: str) -> None:
+    """dlt's sessions (``dlt_speedups._keep_dlt_sessions``): closing keeps it, opening takes
+    it back with dlt's own reset, and one the server ended meanwhile is replaced."""
+    from dlt.destinations import postgres
+    from dlt.destinations.impl.postgres.sql_client import Psycopg2SqlClient
+
+    from loader import dlt_speedups
+    from loader.scan import _dlt_credentials
+
+    dlt_speedups.install()
+    client = Psycopg2SqlClient("raw_hubspot", "raw_hubspot_staging", _dlt_credentials(kept),
+                               postgres().capabilities())
+    pid = client.open_connection().get_backend_pid()
+    client.close_connection()
+    assert client._conn is None  # noqa: SLF001
+    assert client.open_connection().get_backend_pid() == pid  # the kept one, reset
+    assert client.execute_sql("show search_path") == [('"raw_hubspot",public',)]
+    client.close_connection()
+
+    admin = connect(kept)
+    try:
+        query(admin, "select pg_terminate_backend(%s)", (pid,))
+    finally:
+        admin.close()
+    conn = client.open_connection()
+    try:
+        assert conn.get_backend_pid() != pid
+        assert client.execute_sql("select 5") == [(5,)]
+    finally:
+        client.close_connection()
