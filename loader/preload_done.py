@@ -1,6 +1,7 @@
 """The last module a fork server imports (:data:`loader.runner.FORKSERVER_PRELOAD`): it moves
 everything the preloaded modules made into the garbage collector's permanent generation
-(``gc.freeze()``) before the first scan process forks from the server.
+(``gc.freeze()``) before the first scan process forks from the server, and turns the collector
+on again (:mod:`loader.preload_start`, the first, turned it off).
 
 A scan process inherits the server's 94,000 tracked objects (the loader, dlt, pyarrow). They
 live as long as the process, yet every full collection in it walked all of them again: 45-65 ms
@@ -14,3 +15,4 @@ Python's documentation recommends exactly this for a server that forks without e
 import gc
 
 gc.freeze()
+gc.enable()

@@ -21,9 +21,12 @@ RAW_DATASET = "raw_hubspot"
 #: modules in its first scan before the last two were added: dlt's ``requests`` helper with
 #: ``requests``, ``chardet`` and ``idna``, which dlt's runtime set-up imports, and dlt's plugin
 #: manager with ``pluggy``). Neither reads configuration when imported: dlt configures its
-#: ``requests`` client when a pipeline's runtime starts, in the scan process. The last one
-#: freezes what the others made out of the garbage collector's way (:mod:`loader.preload_done`).
+#: ``requests`` client when a pipeline's runtime starts, in the scan process. The first one
+#: turns the garbage collector off while the others are imported (:mod:`loader.preload_start`),
+#: the last one freezes what they made out of its way and turns it on again
+#: (:mod:`loader.preload_done`).
 FORKSERVER_PRELOAD = (
+    "loader.preload_start",
     "loader.scan",
     "dlt.destinations.impl.postgres.postgres",
     "dlt.destinations.impl.postgres.sql_client",
