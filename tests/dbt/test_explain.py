@@ -285,3 +285,21 @@ def test_a_tenants_high_water_mark_is_one_index_probe(big_warehouse_url: str) ->
     on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
     assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
         ("Index Only Scan", "idx_deals_tenant_extracted_at")], plan
+
+
+def test_the_not_null_test_of_archived_reads_an_empty_index(big_warehouse_url: str) -> None:
+    """dbt's not_null test of analytics.deals.archived (run after every build) reads
+    idx_deals_archived_null, which holds no entry while every deal has archived set, instead
+    of the table's 200,000 rows."""
+    owner = connect(big_warehouse_url)
+    try:
+        with owner.cursor() as cur:
+            cur.execute("explain (analyze, format json) "
+                        "select archived from analytics.deals where archived is null")
+            plan = cur.fetchone()[0][0]["Plan"]
+    finally:
+        owner.close()
+    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
+    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
+        ("Index Only Scan", "idx_deals_archived_null")], plan
+    assert on_deals[0]["Actual Rows"] == 0, plan

@@ -19,7 +19,9 @@
     holds every deal of the tenant). stx_deals_scan_job_tenant tells the planner that a scan job
     belongs to one tenant: without it the planner multiplies the two filters' selectivities and
     expects a twentieth of a scan's rows (a sort of a few hundred rows looks cheaper than the
-    index). And one partial index per custom property listed in var indexed_properties
+    index). idx_deals_archived_null holds the deals whose archived is null, none while the data
+    is right: the not_null test of archived reads it instead of the whole table after every
+    build. And one partial index per custom property listed in var indexed_properties
     (macros/property_indexes.sql; none by default).
 
     deals depends on scan_jobs (the depends_on comment below) so that the scan jobs a new version
@@ -71,6 +73,7 @@
                 'scan_job_id, _tenant_id') }}",
             "{{ ensure_index('idx_deals_tenant_date_listing', '_tenant_id, createdate',
                 include='archived, id, dealname, amount, dealstage, closedate') }}",
+            "{{ ensure_index('idx_deals_archived_null', 'archived', where='archived is null') }}",
             "{{ ensure_property_indexes() }}",
         ],
     )
