@@ -215,8 +215,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from . import runner, transform
-    from .report import print_scan_results
+    # dbt's builder and the terminal tables (rich) are imported once the scans are done, and
+    # only if needed: nothing the scans wait for (runner starts run --all's fork server first).
+    from . import runner
 
     tenant_ids = _tenant_ids(args)
     if not args.no_transform:
@@ -235,8 +236,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for t in tenant_ids
     ]
     results = runner.run_many(options, concurrency=args.concurrency)
-    print_scan_results(results, as_json=args.json)
+    if args.json:  # without importing the terminal tables (rich): a script's call
+        print(dumps([r.as_dict() for r in results]))
+    else:
+        from .report import print_scan_results
+
+        print_scan_results(results, as_json=False)
     if any(r.status == "completed" for r in results) and not args.no_transform:
+        from . import transform
+
         # What the scans landed decides between a merge and a rebuild (as on the worker).
         landed = runner.landed_versions(results)
         rebuild = transform.rebuild_is_cheaper(landed)

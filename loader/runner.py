@@ -2,6 +2,8 @@
 
 Kept apart from :mod:`loader.scan` so that ``run --all`` does not import dlt (half a second) in
 the process that only hands tenants to workers: the workers fork from a server that imported it.
+That server is started before this process imports the database driver, so that its imports
+begin as early as they can (they are what ``run --all`` waits for first).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import db, settings
+from . import settings
 from .errors import LoaderError
 
 RAW_DATASET = "raw_hubspot"
@@ -130,6 +132,10 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
         from .scan import run_scan
 
         return [run_scan(options[0])]
+    if concurrency > 1:
+        context = _start_fork_server()
+    from . import db
+
     url = db.database_url()
     if concurrency <= 1:
         results: list[ScanResult] = []
@@ -140,19 +146,10 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
             else:
                 results.append(_run_isolated(opt, url))
         return results
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import forkserver
 
     show = any(o.show_progress for o in options)
     quiet = [ScanOptions(**{**o.__dict__, "show_progress": False}) for o in options]
-    # Workers fork from a server process that imported the loader (dlt included) once, instead
-    # of each importing it anew (spawn): seconds saved per run. The server forks from a clean,
-    # single-threaded state, unlike a plain fork of this process (threads, open connections).
-    # It starts now, so that its imports overlap with what this process does meanwhile.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
-    forkserver.ensure_running()
     results: list[ScanResult] = []
     if not raw_tables_exist(url):
         results.append(_run_isolated(options[0], url))
@@ -180,8 +177,26 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
     return results
 
 
+def _start_fork_server() -> Any:
+    """The ``forkserver`` context, its server started with :data:`FORKSERVER_PRELOAD`.
+
+    Workers fork from a server process that imported the loader (dlt included) once, instead of
+    each importing it anew (spawn): seconds saved per run. The server forks from a clean,
+    single-threaded state, unlike a plain fork of this process (threads, open connections). It
+    starts first, so that its imports overlap with what this process does meanwhile."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
+    forkserver.ensure_running()
+    return context
+
+
 def raw_tables_exist(url: str) -> bool:
     """Whether ``raw_hubspot.deals`` exists (a first scan creates the raw tables)."""
+    from . import db
+
     conn = db.connect(url)
     try:
         with conn, conn.cursor() as cur:

@@ -3,10 +3,11 @@ the scan processes forked from it (``run --all``, the worker) do not each import
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from loader.runner import FORKSERVER_PRELOAD
-from tests.conftest import scan_probe
+from tests.conftest import python_json, scan_probe
 
 #: Packages a scan process imported in its first scan before they were preloaded.
 PRELOADED_NOW = ("requests", "chardet", "charset_normalizer", "idna", "pluggy", "urllib3")
@@ -34,3 +35,23 @@ def test_a_scan_after_the_preload_imports_almost_nothing_more(database_url: str,
     # What is left is small (dlt's plugin probes, a locale): 11 modules with dlt 1.31; before
     # the last two preloads, about 155.
     assert len(out["new"]) < 40, out["new"]
+
+
+FORK_SERVER_FIRST = """
+import json, sys
+import multiprocessing.forkserver as forkserver
+def ensure_running():  # where run --all starts the fork server: note, and stop there
+    print(json.dumps({"driver_imported": "psycopg2" in sys.modules,
+                      "dlt_imported": "dlt" in sys.modules}))
+    sys.exit(0)
+forkserver.ensure_running = ensure_running
+from loader.runner import ScanOptions, run_many
+run_many([ScanOptions("tenant-a"), ScanOptions("tenant-b")], concurrency=2)
+"""
+
+
+def test_run_all_starts_the_fork_server_before_anything_it_waits_for(tmp_path: Path) -> None:
+    """The fork server's imports are what ``run --all`` waits for first: it is started before
+    the command's own process imports the database driver (or anything of dlt's)."""
+    out = python_json(FORK_SERVER_FIRST, env={**os.environ, "LOADER_HOME": str(tmp_path)})
+    assert out == {"driver_imported": False, "dlt_imported": False}, out
