@@ -53,5 +53,8 @@ run_many([ScanOptions("tenant-a"), ScanOptions("tenant-b")], concurrency=2)
 def test_run_all_starts_the_fork_server_before_anything_it_waits_for(tmp_path: Path) -> None:
     """The fork server's imports are what ``run --all`` waits for first: it is started before
     the command's own process imports the database driver (or anything of dlt's)."""
-    out = python_json(FORK_SERVER_FIRST, env={**os.environ, "LOADER_HOME": str(tmp_path)})
+    # A server URL that is never reached: nothing here may start the embedded server.
+    env = {**os.environ, "LOADER_HOME": str(tmp_path),
+           "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"}
+    out = python_json(FORK_SERVER_FIRST, env=env)
     assert out == {"driver_imported": False, "dlt_imported": False}, out
