@@ -132,8 +132,7 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
         from .scan import run_scan
 
         return [run_scan(options[0])]
-    if concurrency > 1:
-        context = _start_fork_server()
+    context = _start_fork_server() if concurrency > 1 else None
     from . import db
 
     url = db.database_url()

@@ -726,12 +726,17 @@ def run_queued_scan(job_id: str, url: str) -> ScanResult:
         sessions.release(conn, url)
 
 
-def _run_scan_in_worker(options: ScanOptions, url: str, environ: dict[str, str]) -> ScanResult:
-    """``_run_scan_isolated`` in a pool worker, under the environment of the process that
-    submitted it (a worker forked from the fork server would otherwise see the environment of
-    the moment that server started). The process keeps its PostgreSQL sessions between scans
-    (:mod:`loader.sessions`)."""
+def enter_scan_process(environ: dict[str, str]) -> None:
+    """Set a scan process (forked from a fork server: ``run --all``'s, the worker's) up for its
+    next scan: the environment of the process that submitted the scan (it would otherwise see
+    the one of the moment the fork server started), and its PostgreSQL sessions kept from one
+    scan to the next (:mod:`loader.sessions`)."""
     os.environ.clear()
     os.environ.update(environ)
     sessions.keep()
+
+
+def _run_scan_in_worker(options: ScanOptions, url: str, environ: dict[str, str]) -> ScanResult:
+    """``_run_scan_isolated`` in a pool worker of ``run --all`` (:func:`enter_scan_process`)."""
+    enter_scan_process(environ)
     return _run_scan_isolated(options, url)

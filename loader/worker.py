@@ -376,15 +376,11 @@ def _ignore_sigint() -> None:
 
 
 def _run_queued(job_id: str, url: str, environ: dict[str, str]) -> ScanResult:
-    """A scan process's entry point: the queued scan under the worker's environment (the fork
-    server's is the one it started with). The process keeps its PostgreSQL sessions from one
-    scan to the next (:mod:`loader.sessions`)."""
-    os.environ.clear()
-    os.environ.update(environ)
-    from . import sessions
-    from .scan import run_queued_scan
+    """A scan process's entry point: the queued scan under the worker's environment
+    (:func:`loader.scan.enter_scan_process`)."""
+    from .scan import enter_scan_process, run_queued_scan
 
-    sessions.keep()
+    enter_scan_process(environ)
     return run_queued_scan(job_id, url)
 
 
