@@ -7,6 +7,7 @@ indexes alone (index-only scans, no heap fetch)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,6 +138,15 @@ def _plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _plan_nodes(child)
 
 
+def _explained(conn: psycopg2.extensions.connection, sql: str, *, analyze: bool = False
+               ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``sql``'s plan on ``conn`` (run, with ``analyze``) and its nodes that read deals."""
+    with conn.cursor() as cur:
+        cur.execute(f"explain ({'analyze, ' if analyze else ''}format json) {sql}")
+        plan = cur.fetchone()[0][0]["Plan"]
+    return plan, [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
+
+
 @pytest.fixture(scope="module")
 def big_warehouse_url(scratch_databases) -> str:  # type: ignore[no-untyped-def]
     """The owner's URL of the warehouse: generated raw rows, then the marts built by dbt."""
@@ -214,10 +224,7 @@ def vacuumed_warehouse(big_warehouse_url: str, big_warehouse: psycopg2.extension
 def test_seed_query_reads_its_covering_index_only(
         vacuumed_warehouse: psycopg2.extensions.connection, name: str) -> None:
     _relation, sql = QUERIES[name]
-    with vacuumed_warehouse.cursor() as cur:
-        cur.execute(f"explain (analyze, format json) {sql}")
-        plan = cur.fetchone()[0][0]["Plan"]
-    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
+    _plan, on_deals = _explained(vacuumed_warehouse, sql, analyze=True)
     assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
         ("Index Only Scan", COVERED[name])], name
     assert on_deals[0]["Actual Rows"] > 0, name
@@ -235,14 +242,35 @@ def test_a_page_of_a_scans_deals_is_read_in_order_without_sorting_the_scan(
     with big_warehouse.cursor() as cur:
         cur.execute(f"select count(*) from analytics.deals where scan_job_id = '{FULL_JOB}'")
         assert cur.fetchone()[0] == DEALS // TENANTS * 9 // 10
-        cur.execute(f"explain (analyze, format json) {sql}")
-        plan = cur.fetchone()[0][0]["Plan"]
-    nodes = list(_plan_nodes(plan))
-    assert not [n for n in nodes if n["Node Type"] in ("Sort", "Incremental Sort")], plan
-    on_deals = [n for n in nodes if n.get("Relation Name") == "deals"]
+    plan, on_deals = _explained(big_warehouse, sql, analyze=True)
+    assert not [n for n in _plan_nodes(plan)
+                if n["Node Type"] in ("Sort", "Incremental Sort")], plan
     assert [(n["Node Type"], n.get("Index Name"), n.get("Scan Direction"))
             for n in on_deals] == [("Index Scan", "idx_deals_scan_job_created", "Backward")]
     assert 0 < on_deals[0]["Actual Rows"] <= 100
+
+
+def test_the_not_null_test_of_archived_reads_an_empty_index(big_warehouse_url: str) -> None:
+    """dbt's not_null test of analytics.deals.archived (run after every build) reads
+    idx_deals_archived_null, which holds no entry while every deal has archived set, instead
+    of the table's 200,000 rows."""
+    with closing(connect(big_warehouse_url)) as owner:
+        plan, on_deals = _explained(
+            owner, "select archived from analytics.deals where archived is null", analyze=True)
+    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
+        ("Index Only Scan", "idx_deals_archived_null")], plan
+    assert on_deals[0]["Actual Rows"] == 0, plan
+
+
+def test_a_tenants_high_water_mark_is_one_index_probe(big_warehouse_url: str) -> None:
+    """What extracted_after_high_water_marks asks of analytics.deals for each tenant before an
+    incremental build: the latest extraction, read from idx_deals_tenant_extracted_at, not
+    an aggregate over the table's 200,000 rows."""
+    with closing(connect(big_warehouse_url)) as owner:
+        plan, on_deals = _explained(owner, "select max(_extracted_at) from analytics.deals "
+                                           f"where _tenant_id = '{TENANT}'")
+    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
+        ("Index Only Scan", "idx_deals_tenant_extracted_at")], plan
 
 
 def test_an_indexed_custom_property_is_read_through_its_index(
@@ -259,47 +287,10 @@ def test_an_indexed_custom_property_is_read_through_its_index(
     dbt_run_in_process(big_warehouse_url, "--select", "deals",
                        "--vars", "{indexed_properties: [custom_region]}")
     assert transform.vacuum_marts(big_warehouse_url) == list(transform.VACUUMED_MARTS)
-    with vacuumed_warehouse.cursor() as cur:
-        cur.execute(f"explain (analyze, format json) {sql}")
-        plan = cur.fetchone()[0][0]["Plan"]
-    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
+    plan, on_deals = _explained(vacuumed_warehouse, sql, analyze=True)
     assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
         ("Index Scan", "idx_deals_prop_custom_region")], plan
     assert "Filter" not in on_deals[0], on_deals[0]
     # tenant-07 holds the deals g with g % 20 = 7; those with g % 7 = 0 lack the property.
     assert on_deals[0]["Actual Rows"] == sum(1 for g in range(7, DEALS, TENANTS) if g % 7)
 
-
-def test_a_tenants_high_water_mark_is_one_index_probe(big_warehouse_url: str) -> None:
-    """What extracted_after_high_water_marks asks of analytics.deals for each tenant before an
-    incremental build: the latest extraction, read from idx_deals_tenant_extracted_at, not
-    an aggregate over the table's 200,000 rows."""
-    owner = connect(big_warehouse_url)
-    try:
-        with owner.cursor() as cur:
-            cur.execute(f"explain (format json) select max(_extracted_at) from analytics.deals "
-                        f"where _tenant_id = '{TENANT}'")
-            plan = cur.fetchone()[0][0]["Plan"]
-    finally:
-        owner.close()
-    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
-    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
-        ("Index Only Scan", "idx_deals_tenant_extracted_at")], plan
-
-
-def test_the_not_null_test_of_archived_reads_an_empty_index(big_warehouse_url: str) -> None:
-    """dbt's not_null test of analytics.deals.archived (run after every build) reads
-    idx_deals_archived_null, which holds no entry while every deal has archived set, instead
-    of the table's 200,000 rows."""
-    owner = connect(big_warehouse_url)
-    try:
-        with owner.cursor() as cur:
-            cur.execute("explain (analyze, format json) "
-                        "select archived from analytics.deals where archived is null")
-            plan = cur.fetchone()[0][0]["Plan"]
-    finally:
-        owner.close()
-    on_deals = [n for n in _plan_nodes(plan) if n.get("Relation Name") == "deals"]
-    assert [(n["Node Type"], n.get("Index Name")) for n in on_deals] == [
-        ("Index Only Scan", "idx_deals_archived_null")], plan
-    assert on_deals[0]["Actual Rows"] == 0, plan
