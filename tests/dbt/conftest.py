@@ -112,6 +112,16 @@ def analyst_login(database_url: str) -> Iterator[str]:
         admin.close()
 
 
+def execute(url: str, sql: str) -> None:
+    """Run ``sql`` on database ``url`` as its owner, committed (tampering with a mart, say)."""
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
 def relation_tenant_columns(conn: psycopg2.extensions.connection) -> dict[str, str]:
     """Every table and view in analytics with its tenant column (organization_id in scan_jobs,
     _tenant_id elsewhere)."""

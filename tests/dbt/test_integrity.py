@@ -7,7 +7,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.dbt import raw_data
-from tests.dbt.conftest import build_in_process, connect, dbt_in_process, dbt_run_in_process
+from tests.dbt.conftest import (
+    build_in_process,
+    connect,
+    dbt_in_process,
+    dbt_run_in_process,
+    execute,
+)
 
 T0 = datetime(2025, 6, 1, 8, tzinfo=UTC)
 INTEGRITY = "assert_deals_row_count_matches_staging"
@@ -17,11 +23,6 @@ def _integrity_test(url: str) -> str:
     """``dbt test`` of the integrity test alone (in this process, with the parsed project): its
     status, ``pass`` or ``fail`` (it found a mismatch); ``error`` if it could not run."""
     return dbt_in_process(url, "test", "--select", INTEGRITY)[INTEGRITY]
-
-
-def _execute(url: str, sql: str) -> None:
-    with connect(url).cursor() as cur:
-        cur.execute(sql)
 
 
 def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databases) -> None:  # type: ignore[no-untyped-def]
@@ -47,14 +48,14 @@ def test_integrity_is_checked_for_the_scans_since_the_last_build(scratch_databas
     assert _integrity_test(url) == "pass"
 
     # A deal of that scan lost from the mart is found ...
-    _execute(url, "delete from analytics.deals where id = '3'")
+    execute(url, "delete from analytics.deals where id = '3'")
     assert _integrity_test(url) == "fail"
     build_in_process(url, "--full-refresh")
     assert _integrity_test(url) == "pass"
 
     # ... while one of an earlier scan is left to the full check, which runs when no build is
     # on record (and on every --full-refresh build).
-    _execute(url, "delete from analytics.deals where id = '2'")
+    execute(url, "delete from analytics.deals where id = '2'")
     assert _integrity_test(url) == "pass"
-    _execute(url, "delete from loader.dbt_builds")
+    execute(url, "delete from loader.dbt_builds")
     assert _integrity_test(url) == "fail"

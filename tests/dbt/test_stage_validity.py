@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tests.dbt import raw_data
-from tests.dbt.conftest import build_in_process, connect, dbt_in_process
+from tests.dbt.conftest import build_in_process, connect, dbt_in_process, execute
 
 T0 = datetime(2025, 6, 1, 8, tzinfo=UTC)
 
@@ -18,11 +18,6 @@ def _stage_check(url: str) -> str:
     checks = [status for name, status in statuses.items() if name.startswith("valid_deal_stage")]
     assert len(checks) == 1, statuses
     return checks[0]
-
-
-def _execute(url: str, sql: str) -> None:
-    with connect(url).cursor() as cur:
-        cur.execute(sql)
 
 
 def test_a_deal_whose_stage_is_not_of_its_pipeline_in_its_portal_fails_the_check(
@@ -44,22 +39,22 @@ def test_a_deal_whose_stage_is_not_of_its_pipeline_in_its_portal_fails_the_check
     assert _stage_check(url) == "pass"
 
     # A stage of the portal's other pipeline.
-    _execute(url, "update analytics.deals set dealstage = '1002' "
-                  "where _tenant_id = 'acme' and id = '1'")
+    execute(url, "update analytics.deals set dealstage = '1002' "
+                 "where _tenant_id = 'acme' and id = '1'")
     assert _stage_check(url) == "fail"
-    _execute(url, "update analytics.deals set dealstage = 'appointmentscheduled' "
-                  "where _tenant_id = 'acme' and id = '1'")
+    execute(url, "update analytics.deals set dealstage = 'appointmentscheduled' "
+                 "where _tenant_id = 'acme' and id = '1'")
     assert _stage_check(url) == "pass"
 
     # A stage that only another tenant's portal has: acme's pipeline 777 loses stage 1001.
-    _execute(url, "delete from analytics.deal_stages "
-                  "where _tenant_id = 'acme' and pipeline_id = '777' and stage_id = '1001'")
+    execute(url, "delete from analytics.deal_stages "
+                 "where _tenant_id = 'acme' and pipeline_id = '777' and stage_id = '1001'")
     assert _stage_check(url) == "fail"
-    _execute(url, "update analytics.deals set dealstage = '1002' "
-                  "where _tenant_id = 'acme' and id = '2'")
+    execute(url, "update analytics.deals set dealstage = '1002' "
+                 "where _tenant_id = 'acme' and id = '2'")
     assert _stage_check(url) == "pass"
 
     # A stage without a pipeline.
-    _execute(url, "update analytics.deals set pipeline = null "
-                  "where _tenant_id = 'globex' and id = '1'")
+    execute(url, "update analytics.deals set pipeline = null "
+                 "where _tenant_id = 'globex' and id = '1'")
     assert _stage_check(url) == "fail"
