@@ -78,11 +78,11 @@ def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, wha
         "cpu_seconds": round(run.cpu_seconds, 2),
         "peak_rss_process_mb": round(run.peak_rss_process / MB, 1),
         "peak_rss_tree_mb": round(run.peak_rss_tree / MB, 1),
-        **_pages_since(sandbox, pages_before),
+        **pages_since(sandbox, pages_before),
     }
 
 
-def _pages_since(sandbox: Sandbox, before: tuple[int, int]) -> dict[str, int]:
+def pages_since(sandbox: Sandbox, before: tuple[int, int]) -> dict[str, int]:
     """Pages the sandbox served from its cache vs rendered since its ``cache_counters()`` were
     ``before`` (rendering costs its CPU too; a measured scan starts with the cache cleared)."""
     hits, misses = sandbox.cache_counters()
@@ -332,7 +332,7 @@ class WorkerRun:
             "deals_per_s": round(deals / run.seconds, 1) if run.seconds else None,
             "modes": sorted({str(r.get("mode")) for r in results}),
             "worker_cpu_seconds": round(self.cpu_seconds() - cpu, 2),
-            **_pages_since(self.sandbox, pages_before),
+            **pages_since(self.sandbox, pages_before),
         }
 
     def next_build(self, after: str | None = None) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert _number(s["full_scan"]["ratio_to_naive"]) > 0
     # Every page of a measured full scan rendered by the sandbox, none from the pages the
     # ceiling's passes left in its cache (both send the same URLs).
-    for full in (s["full_scan"], s["worker"]["full_scan"]):
+    # The naive loader's pages likewise.
+    for full in (s["full_scan"], s["worker"]["full_scan"], s["naive_reference"]):
         assert full["sandbox_cached_pages"] == 0 and full["sandbox_rendered_pages"] > 0
 
     inc = s["incremental_scan"]
