@@ -135,6 +135,11 @@ def _split(total: int, parts: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(parts)]
 
 
+#: An incremental scan's options for one that finds nothing: no lookback (the default 300 s
+#: would read the last round's changes again), so the search starts at the stored cursor.
+NOTHING_TO_READ = ("--lookback-seconds", "0")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from loader.sandbox.ratelimit import TEN_SECONDLY_WINDOW_S, TIERS
 
@@ -212,6 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         nv = bench.section("naive_reference", naive_reference)
         if full and nv:
             full["ratio_to_naive"] = round(full["deals_per_s"] / nv["deals_per_s"], 2)
+        if src and nv:
+            # The most any loader that keeps up with the source could be over the naive one.
+            src["ratio_to_naive"] = round(src["deals_per_s"] / nv["deals_per_s"], 2)
             nv["extrapolated_seconds_for_n"] = round(args.deals / nv["deals_per_s"], 1)
 
         dbt_full = bench.section("dbt_full", lambda: scans.dbt_build(
@@ -234,9 +242,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if not builds[-1]["ok"]:
                         break  # the next round's build would meet the same failure
             result = scans.median_of(samples)
+            # Then once more with nothing to read: what every incremental scan costs whatever
+            # it finds (the command's start, the fork server's imports, each scan's fixed
+            # work). Without a lookback, or it would read the last round's changes again.
+            idle = scans.scan(env, sandbox, "full", tenants, what="scan with nothing to read",
+                              concurrency=concurrency, options=NOTHING_TO_READ)
+            result["nothing_to_read"] = idle
             if full:
                 result["requests_ratio"] = round(result["requests"] / full["requests"], 4)
                 result["seconds_ratio"] = round(result["seconds"] / full["seconds"], 4)
+                idle["seconds_ratio"] = round(idle["seconds"] / full["seconds"], 4)
             return result
 
         inc = bench.section("incremental_scan", incremental)
@@ -271,6 +286,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     rounds.append({**run.submit(), "changed_deals": changed})
                     builds.append(run.next_build(after=last_build))
                     last_build = builds[-1]["build_id"]
+                # Once more with nothing to read (the worker builds after it too).
+                w_idle = run.submit(options=NOTHING_TO_READ)
+                w_idle_build = run.next_build(after=last_build)
             finally:
                 run.stop()
             w_inc = scans.median_of(rounds)
@@ -278,6 +296,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             w_dbt_inc["views_skipped"] = all(b["views_skipped"] for b in builds)
             w_inc["requests_ratio"] = round(w_inc["requests"] / w_full["requests"], 4)
             w_inc["seconds_ratio"] = round(w_inc["seconds"] / w_full["seconds"], 4)
+            w_idle["seconds_ratio"] = round(w_idle["seconds"] / w_full["seconds"], 4)
+            w_idle["build_seconds"] = w_idle_build["seconds"]
+            w_inc["nothing_to_read"] = w_idle
             if w_inc.get("queued_to_done_seconds") and w_full.get("queued_to_done_seconds"):
                 w_inc["queued_to_done_ratio"] = round(
                     w_inc["queued_to_done_seconds"] / w_full["queued_to_done_seconds"], 4)
@@ -423,6 +444,8 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     row("full scan (ours)", "/ lower ceiling", "full_scan.ratio_to_lower_ceiling",
         f"lower = {_get(s, 'full_scan.lower_ceiling')}")
     row("full scan (ours)", "/ naive", "full_scan.ratio_to_naive")
+    row("source ceiling", "/ naive", "source_ceiling.ratio_to_naive",
+        "the most a loader that keeps up with the source reaches")
     row("full scan (ours)", "requests", "full_scan.requests")
     row("incremental (1%)", "requests", "incremental_scan.requests",
         f"{_fmt(_get(s, 'incremental_scan.changed_deals'))} deals changed")
@@ -430,6 +453,11 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         _rounds_detail(s, "incremental_scan"))
     row("incremental (1%)", "requests / full", "incremental_scan.requests_ratio")
     row("incremental (1%)", "seconds / full", "incremental_scan.seconds_ratio")
+    idle = "incremental_scan.nothing_to_read"
+    if _get(s, idle) is not None:  # since 2026-12-07 night
+        row("incremental (none)", "seconds", f"{idle}.seconds",
+            f"nothing to read; / full {_fmt(_get(s, idle + '.seconds_ratio'))}; "
+            f"{_fmt(_get(s, idle + '.requests'))} requests")
     row("rate limit", "used / window", "rate_limit.used_per_window",
         f"allowed {_fmt(_get(s, 'rate_limit.allowed_per_window'))} per "
         f"{_fmt(_get(s, 'rate_limit.window_seconds'))} s ({_get(s, 'rate_limit.tier')})")
@@ -465,6 +493,12 @@ def rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"/ full's {_fmt(_get(s, 'worker.full_scan.queued_to_done_seconds'))} s: "
             f"{_fmt(_get(s, 'worker.incremental_scan.queued_to_done_ratio'))} (without submit's "
             f"start-up)")
+        idle = "worker.incremental_scan.nothing_to_read"
+        if _get(s, idle) is not None:  # since 2026-12-07 night
+            row("worker", "incremental (none) s", f"{idle}.seconds",
+                f"nothing to read; / full {_fmt(_get(s, idle + '.seconds_ratio'))}; "
+                f"{_fmt(_get(s, idle + '.requests'))} requests; the build after it "
+                f"{_fmt(_get(s, idle + '.build_seconds'))} s")
         after = _get(s, "worker.build_after_full_scan.full_refresh")
         if after is not None:  # results before 2026-12-06 evening did not show it
             row("worker", "build after full scan s", "worker.build_after_full_scan.seconds",

@@ -53,12 +53,13 @@ def _queued_to_done(env: BenchEnv, results: list[dict[str, Any]]) -> float | Non
 
 
 def scan(env: BenchEnv, sandbox: Sandbox, group: str, tenants: list[str], *, what: str,
-         full_refresh: bool = False, timeout: float | None = None, concurrency: int = 0
-         ) -> dict[str, Any]:
-    """``python -m loader run --all --concurrency C --no-transform --json`` over ``tenants``."""
+         full_refresh: bool = False, timeout: float | None = None, concurrency: int = 0,
+         options: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``python -m loader run --all --concurrency C --no-transform --json [OPTIONS]`` over
+    ``tenants``."""
     tenv = env.tenants_env(group, tenants, sandbox.base_url)
     args = ["run", "--all", "--concurrency", str(concurrency or len(tenants)), "--no-transform",
-            "--json"]
+            "--json", *options]
     if full_refresh:
         args.append("--full-refresh")
     sandbox.clear_cache()
@@ -312,11 +313,12 @@ class WorkerRun:
             total += times.user + times.system
         return total
 
-    def submit(self, *, full_refresh: bool = False) -> dict[str, Any]:
-        """``submit --all --wait`` timed from the command's start to its exit (every scan
-        ended), as an operator waits for it; requests from the sandbox's counters."""
+    def submit(self, *, full_refresh: bool = False, options: tuple[str, ...] = ()
+               ) -> dict[str, Any]:
+        """``submit --all --wait [OPTIONS]`` timed from the command's start to its exit (every
+        scan ended), as an operator waits for it; requests from the sandbox's counters."""
         args = ["submit", "--all", "--wait", "--json",
-                *(["--full-refresh"] if full_refresh else [])]
+                *(["--full-refresh"] if full_refresh else []), *options]
         self.sandbox.clear_cache()
         before = self.sandbox.requests_total(self.tenants)
         pages_before = self.sandbox.cache_counters()

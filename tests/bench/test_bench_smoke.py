@@ -60,6 +60,18 @@ def test_bench_quick_run_reports_every_figure(tmp_path: Path) -> None:
     assert inc["changed_deals"] > 0 and 0 < inc["requests"] < s["full_scan"]["requests"]
     _number(inc["requests_ratio"])
     _number(inc["seconds_ratio"])
+    assert _number(s["source_ceiling"]["ratio_to_naive"]) > 0
+    # Once more with nothing to read (no lookback), through `run --all` and through the worker:
+    # incremental scans that find nothing but the deal at each tenant's cursor (the search is
+    # inclusive), with fewer requests than after a change (the properties, the pipelines, one
+    # search page, the archived walk).
+    for idle, changed in ((inc["nothing_to_read"], inc),
+                          (s["worker"]["incremental_scan"]["nothing_to_read"],
+                           s["worker"]["incremental_scan"])):
+        assert idle["modes"] == ["incremental"] and idle["deals"] <= meta["tenants"], idle
+        assert 0 < idle["requests"] < changed["requests"]
+        _number(idle["seconds_ratio"])
+    _number(s["worker"]["incremental_scan"]["nothing_to_read"]["build_seconds"])
 
     rl = s["rate_limit"]
     assert rl["allowed_per_window"] > 0 and _number(rl["used_per_window"]) > 0
