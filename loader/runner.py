@@ -132,7 +132,7 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
         from .scan import run_scan
 
         return [run_scan(options[0])]
-    context = _start_fork_server() if concurrency > 1 else None
+    context = start_fork_server() if concurrency > 1 else None
     from . import db
 
     url = db.database_url()
@@ -176,8 +176,9 @@ def run_many(options: list[ScanOptions], concurrency: int = 1) -> list[ScanResul
     return results
 
 
-def _start_fork_server() -> Any:
-    """The ``forkserver`` context, its server started with :data:`FORKSERVER_PRELOAD`.
+def start_fork_server() -> Any:
+    """The ``forkserver`` context, its server started with :data:`FORKSERVER_PRELOAD` (``run
+    --all``'s pool and the worker's scan processes fork from it).
 
     Workers fork from a server process that imported the loader (dlt included) once, instead of
     each importing it anew (spawn): seconds saved per run. The server forks from a clean,

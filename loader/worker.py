@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from . import db, scan_jobs, settings
 from .errors import LoaderError
 from .runner import (
-    FORKSERVER_PRELOAD,
     ScanResult,
     landed_versions,
     one_line,
     raw_tables_exist,
+    start_fork_server,
 )
 
 if TYPE_CHECKING:  # the pool is imported when a worker starts, not by submit --wait
@@ -161,14 +161,10 @@ class Worker:
             pass
 
     def _start_pool(self) -> ProcessPoolExecutor:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        from multiprocessing import forkserver
 
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
-        forkserver.ensure_running()
-        return ProcessPoolExecutor(max_workers=self.options.concurrency, mp_context=context,
+        return ProcessPoolExecutor(max_workers=self.options.concurrency,
+                                   mp_context=start_fork_server(),
                                    initializer=_ignore_sigint)
 
     def _ready(self, conn: Any) -> None:
