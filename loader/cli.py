@@ -214,6 +214,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     return int(handler(args))
 
 
+def _print_scan_results(results: Sequence[Any], *, as_json: bool) -> None:
+    """Finished scans as JSON (without importing the terminal tables, rich: a script's call) or
+    as the summary table."""
+    if as_json:
+        print(dumps([r.as_dict() for r in results]))
+        return
+    from .report import print_scan_results
+
+    print_scan_results(results)
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     # dbt's builder and the terminal tables (rich) are imported once the scans are done, and
     # only if needed: nothing the scans wait for (runner starts run --all's fork server first).
@@ -236,12 +247,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for t in tenant_ids
     ]
     results = runner.run_many(options, concurrency=args.concurrency)
-    if args.json:  # without importing the terminal tables (rich): a script's call
-        print(dumps([r.as_dict() for r in results]))
-    else:
-        from .report import print_scan_results
-
-        print_scan_results(results, as_json=False)
+    _print_scan_results(results, as_json=args.json)
     if any(r.status == "completed" for r in results) and not args.no_transform:
         from . import transform
 
@@ -308,12 +314,7 @@ def _cmd_submit(args: argparse.Namespace) -> int:
     finally:
         conn.close()
     results = scan_results_from_jobs(jobs)
-    if args.json:  # without importing the terminal tables (rich): a script's call
-        print(dumps([r.as_dict() for r in results]))
-    else:
-        from .report import print_scan_results
-
-        print_scan_results(results, as_json=False)
+    _print_scan_results(results, as_json=args.json)
     return _report_failures(results)
 
 

@@ -49,7 +49,7 @@ def run_demo(deals: int = 2000, seed: int = 42) -> int:
         options = [runner.ScanOptions(tenant_id=t, show_progress=console.is_terminal)
                    for t in portals]
         results = runner.run_many(options)
-    print_scan_results(results, as_json=False)
+    print_scan_results(results)
     if not all(r.status == "completed" for r in results):
         return 1
     console.print("[bold]dbt build[/] ...")

@@ -138,13 +138,8 @@ class JobBoard:
                                   description=label)
 
 
-def print_scan_results(results: Sequence[Any], *, as_json: bool) -> None:
-    """Summary of finished scans: one row each."""
-    from .cli import dumps
-
-    if as_json:
-        print(dumps([r.as_dict() for r in results]))
-        return
+def print_scan_results(results: Sequence[Any]) -> None:
+    """Summary of finished scans: one row each (their JSON: ``loader.cli``)."""
     table = Table(title="scan summary")
     numeric = ("deals", "failed", "total", "success", "requests", "seconds")
     for column in ("tenant", "scan id", "mode", "status", *numeric):
