@@ -213,6 +213,9 @@ for full in (True, False):
         cur.execute("select pg_try_advisory_lock(hashtextextended(%s, 0))",
                     ("hubspot-loader:scan:" + {tenant!r},))
         free = cur.fetchone()[0]
+        # Let go of it here: a closed session's locks go when its server process has ended,
+        # and the next scan's try could come first (it did, on a busy machine).
+        cur.execute("select pg_advisory_unlock_all()")
     other.close()
     out.append({{"status": result.status, "mode": result.mode, "free": free, "kept": kept()}})
 sessions.close_all()
